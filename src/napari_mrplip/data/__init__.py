@@ -1,0 +1,1 @@
+"""Captioners, keyword extraction, bag manifests and torch datasets reading bags from slides."""

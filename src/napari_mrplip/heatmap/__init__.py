@@ -1,0 +1,1 @@
+"""Prompt-heatmap engine: tiles, embedding cache, prompt scoring, fusion, placement. No napari."""

@@ -1,0 +1,1 @@
+"""One small module per slide backend (see ``docs/formats.md``: adding a backend)."""

@@ -1,0 +1,72 @@
+"""Backend dispatch for :func:`open_slide`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .errors import SlideOpenError
+from .slide import Slide
+
+#: Backends tried in order: module path (relative to this package) and a short name.
+#: Each module provides ``can_open(path) -> bool`` (cheap, never raises) and
+#: ``open(path) -> Slide`` (raises SlideOpenError).
+BACKENDS: list[tuple[str, str]] = [
+    ("ome_zarr", ".backends.ome_zarr"),
+    ("tifffile", ".backends.tiff"),
+    ("openslide", ".backends.openslide"),
+]
+
+
+def _backend(module: str):
+    return importlib.import_module(module, __package__)
+
+
+def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | None = None) -> Slide:
+    """Open a whole-slide image lazily.
+
+    Parameters
+    ----------
+    path : str or Path
+        SVS, TIFF/OME-TIFF, NDPI, OME-Zarr directory, or anything OpenSlide reads
+        (with the ``openslide`` extra).
+    mpp : float, optional
+        µm/px of level 0, overriding (or supplying missing) file metadata.
+    backend : str, optional
+        Force one backend by name (``"tifffile"``, ``"ome_zarr"``, ``"openslide"``).
+
+    Returns
+    -------
+    Slide
+
+    Raises
+    ------
+    SlideOpenError
+        If no backend can open the file; the message names the file and why.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SlideOpenError(f"{path}: no such file or directory")
+    names = [b for b in BACKENDS if backend is None or b[0] == backend]
+    if not names:
+        raise SlideOpenError(f"unknown backend {backend!r}; choose one of {[b[0] for b in BACKENDS]}")
+    tried = []
+    for name, module in names:
+        try:
+            mod = _backend(module)
+        except ImportError:
+            tried.append(f"{name} (not installed)")
+            continue
+        if backend is None and not mod.can_open(path):
+            continue
+        slide = mod.open(path)
+        if mpp is not None:
+            if mpp <= 0:
+                raise SlideOpenError(f"{path}: mpp must be positive, got {mpp}")
+            slide.mpp = float(mpp)
+        return slide
+    extra = f" (tried: {', '.join(tried)})" if tried else ""
+    raise SlideOpenError(
+        f"{path}: not a slide format this plugin reads{extra}. Supported: SVS, TIFF/OME-TIFF, "
+        "NDPI, OME-Zarr; install the 'openslide' extra for MRXS, VSI, SCN, BIF."
+    )

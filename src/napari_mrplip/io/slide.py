@@ -1,0 +1,170 @@
+"""The ``Slide`` contract every other package reads whole-slide images through.
+
+Coordinates are (x, y) in level-0 pixels unless a name says otherwise
+(``_level`` for pixels at a pyramid level, ``_um`` for micrometres).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import dask.array as da
+import numpy as np
+
+from .errors import TileReadError
+
+#: Largest region (in pixels) ``read_region`` will allocate: 64k x 64k RGB is ~12 GiB.
+MAX_REGION_PX = 1 << 32
+
+
+class RegionReader(Protocol):
+    """Fast path a backend may provide: read an in-bounds window of one level.
+
+    ``read(level, x_level, y_level, w, h)`` returns a ``(h, w, 3)`` uint8 array and raises
+    :class:`TileReadError` when the underlying bytes cannot be decoded.
+    """
+
+    def read(self, level: int, x_level: int, y_level: int, w: int, h: int) -> np.ndarray: ...
+
+
+@dataclass(eq=False)
+class Slide:
+    """A lazily-read multiscale slide.
+
+    Attributes
+    ----------
+    path : Path
+        The file (or directory, for OME-Zarr) the slide was opened from.
+    levels : list of dask.array.Array
+        Pyramid levels, largest first, each ``(Y, X, 3)`` uint8 RGB.
+    mpp : float or None
+        µm per pixel at level 0, from the file's own metadata (or stated by the user);
+        ``None`` when unknown, never invented.
+    magnification : float or None
+        Objective power stated in the file (e.g. 20.0), or ``None``.
+    metadata : dict
+        Backend-specific metadata (format name, compression, original properties).
+    associated : dict of str to callable
+        Associated images (``label``, ``macro``, ``thumbnail``), each a zero-argument
+        callable returning a ``(Y, X, 3)`` uint8 array. Never part of ``levels``.
+    """
+
+    path: Path
+    levels: list[da.Array]
+    mpp: float | None = None
+    magnification: float | None = None
+    metadata: dict = field(default_factory=dict)
+    associated: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
+    reader: RegionReader | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    # -- geometry -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """File name without directories."""
+        return Path(self.path).name
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 size as (width, height) in pixels."""
+        y, x = self.levels[0].shape[:2]
+        return int(x), int(y)
+
+    @property
+    def downsamples(self) -> list[float]:
+        """Per-level downsample factor relative to level 0, measured from the shapes."""
+        h0, w0 = self.levels[0].shape[:2]
+        return [float((w0 / lv.shape[1] + h0 / lv.shape[0]) / 2) for lv in self.levels]
+
+    def level_mpp(self, level: int) -> float | None:
+        """µm/px at ``level`` (``None`` when the slide has no mpp)."""
+        return None if self.mpp is None else self.mpp * self.downsamples[level]
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """Largest-index level whose downsample does not exceed ``downsample`` (+1 %)."""
+        best = 0
+        for i, ds in enumerate(self.downsamples):
+            if ds <= downsample * 1.01:
+                best = i
+        return best
+
+    # -- pixels -----------------------------------------------------------------------
+    def read_region(self, x0: int, y0: int, w: int, h: int, level: int = 0) -> np.ndarray:
+        """Read a region as ``(h, w, 3)`` uint8 RGB.
+
+        Parameters
+        ----------
+        x0, y0 : int
+            Top-left corner in level-0 pixels.
+        w, h : int
+            Size in pixels *at* ``level``.
+        level : int
+            Pyramid level index (0 = full resolution).
+
+        Out-of-bounds parts are padded with white (255).
+
+        Raises
+        ------
+        TileReadError
+            If a tile covering the region cannot be decoded.
+        ValueError
+            On a negative size, a missing level or a region too large to allocate.
+        """
+        if not 0 <= level < len(self.levels):
+            raise ValueError(f"{self.name}: level {level} does not exist (0..{len(self.levels) - 1})")
+        if w < 0 or h < 0:
+            raise ValueError(f"{self.name}: region size must be non-negative, got {w}x{h}")
+        if w * h > MAX_REGION_PX:
+            raise ValueError(f"{self.name}: region {w}x{h} is too large to read at once; tile it")
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        ds = self.downsamples[level]
+        xl, yl = int(round(x0 / ds)), int(round(y0 / ds))
+        lh, lw = self.levels[level].shape[:2]
+        xa, ya = max(xl, 0), max(yl, 0)
+        xb, yb = min(xl + w, lw), min(yl + h, lh)
+        if xb <= xa or yb <= ya:
+            return out
+        out[ya - yl : yb - yl, xa - xl : xb - xl] = self._read_in_bounds(level, xa, ya, xb - xa, yb - ya)
+        return out
+
+    def _read_in_bounds(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self.reader is not None:
+            return self.reader.read(level, x, y, w, h)
+        try:
+            return np.asarray(self.levels[level][y : y + h, x : x + w].compute())
+        except TileReadError:
+            raise
+        except Exception as e:  # decoder errors from dask/zarr/imagecodecs vary by codec
+            raise TileReadError(
+                f"{self.path}: failed to read level {level} at x={x}, y={y} ({w}x{h} px): {e}"
+            ) from e
+
+    def thumbnail(self, max_px: int = 1024) -> np.ndarray:
+        """A downsampled whole-slide RGB image whose longer side is at most ``max_px``."""
+        from skimage.transform import resize
+
+        w0, h0 = self.dimensions
+        target = max(w0, h0) / max_px
+        level = self.best_level_for_downsample(max(target, 1.0))
+        lh, lw = self.levels[level].shape[:2]
+        img = self.read_region(0, 0, lw, lh, level)
+        scale = max_px / max(lh, lw)
+        if scale >= 1:
+            return img
+        shape = (max(1, round(lh * scale)), max(1, round(lw * scale)))
+        return (resize(img, shape, anti_aliasing=True, preserve_range=True) + 0.5).astype(np.uint8)
+
+    # -- lifetime ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Release file handles held by the backend (idempotent)."""
+        while self.closers:
+            self.closers.pop()()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

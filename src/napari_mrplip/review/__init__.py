@@ -1,0 +1,1 @@
+"""Annotation review: QuPath GeoJSON I/O, scoring annotations, disagreement ranking."""

@@ -1,0 +1,1 @@
+"""Pure geometry: tile grids, viewport to tiles, multi-magnification bags, tissue masks."""

@@ -1,0 +1,1 @@
+"""Pretraining and fine-tuning loops, typed configs, DDP, precision, checkpoints, progress events."""
