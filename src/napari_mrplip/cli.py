@@ -16,11 +16,20 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("napari_mrplip._napari.demo", "open napari on the sample slide with a prompt heatmap"),
     "info": ("napari_mrplip.io.cli", "print a slide's levels, µm/px and metadata"),
-    "heatmap": ("napari_mrplip.heatmap.cli", "prompt heatmaps for slides, written as OME-TIFF/OME-Zarr"),
+    "heatmap": (
+        "napari_mrplip.heatmap.cli",
+        "prompt heatmaps for slides, written as OME-TIFF/OME-Zarr",
+    ),
     "embed": ("napari_mrplip.heatmap.embed_cli", "embed a slide's tiles into the on-disk cache"),
     "pretrain": ("napari_mrplip.train.cli", "pretrain MR-PLIP on slides (CPU, GPU, torchrun)"),
-    "finetune": ("napari_mrplip.train.finetune_cli", "fine-tune: linear probe, prompt learning, partial/full"),
-    "review": ("napari_mrplip.review.cli", "score annotations in a QuPath GeoJSON, most suspicious first"),
+    "finetune": (
+        "napari_mrplip.train.finetune_cli",
+        "fine-tune: linear probe, prompt learning, partial/full",
+    ),
+    "review": (
+        "napari_mrplip.review.cli",
+        "score annotations in a QuPath GeoJSON, most suspicious first",
+    ),
 }
 
 

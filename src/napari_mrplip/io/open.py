@@ -49,7 +49,9 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | Non
         raise SlideOpenError(f"{path}: no such file or directory")
     names = [b for b in BACKENDS if backend is None or b[0] == backend]
     if not names:
-        raise SlideOpenError(f"unknown backend {backend!r}; choose one of {[b[0] for b in BACKENDS]}")
+        raise SlideOpenError(
+            f"unknown backend {backend!r}; choose one of {[b[0] for b in BACKENDS]}"
+        )
     tried = []
     for name, module in names:
         try:

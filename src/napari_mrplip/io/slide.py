@@ -114,7 +114,9 @@ class Slide:
             On a negative size, a missing level or a region too large to allocate.
         """
         if not 0 <= level < len(self.levels):
-            raise ValueError(f"{self.name}: level {level} does not exist (0..{len(self.levels) - 1})")
+            raise ValueError(
+                f"{self.name}: level {level} does not exist (0..{len(self.levels) - 1})"
+            )
         if w < 0 or h < 0:
             raise ValueError(f"{self.name}: region size must be non-negative, got {w}x{h}")
         if w * h > MAX_REGION_PX:
@@ -127,7 +129,9 @@ class Slide:
         xb, yb = min(xl + w, lw), min(yl + h, lh)
         if xb <= xa or yb <= ya:
             return out
-        out[ya - yl : yb - yl, xa - xl : xb - xl] = self._read_in_bounds(level, xa, ya, xb - xa, yb - ya)
+        out[ya - yl : yb - yl, xa - xl : xb - xl] = self._read_in_bounds(
+            level, xa, ya, xb - xa, yb - ya
+        )
         return out
 
     def _read_in_bounds(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:

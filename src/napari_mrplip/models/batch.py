@@ -42,7 +42,10 @@ class BagBatch:
     def to(self, device, non_blocking: bool = False) -> BagBatch:
         """Move every tensor to ``device``."""
         return BagBatch(
-            **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
+            **{
+                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                for f in fields(self)
+            }
         )
 
     def pin_memory(self) -> BagBatch:

@@ -61,7 +61,9 @@ def list_models() -> list[ModelEntry]:
         raw = []
     for item in raw if isinstance(raw, list) else []:
         try:
-            entry = ModelEntry(str(item["name"]), str(item["spec"]), str(item.get("kind", "mrplip")))
+            entry = ModelEntry(
+                str(item["name"]), str(item["spec"]), str(item.get("kind", "mrplip"))
+            )
         except (KeyError, TypeError):
             continue
         if Path(entry.spec).exists():
