@@ -99,7 +99,9 @@ def test_bare_list_string_classification_and_name_fallback(tmp_path):
     assert [a.id for a in anns] == ["feature-0", "feature-1"]  # duplicate ids made unique
     set_label(anns[0], "Stroma", anns)
     assert anns[0].properties["classification"] == "Stroma"
-    out = json.loads(write_annotations(anns, tmp_path / "new.geojson").read_text().replace("NaN", "null"))
+    out = json.loads(
+        write_annotations(anns, tmp_path / "new.geojson").read_text().replace("NaN", "null")
+    )
     assert [f["id"] for f in out["features"]] == ["PathAnnotationObject"] * 2
 
 

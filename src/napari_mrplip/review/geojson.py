@@ -84,7 +84,9 @@ def _load_json(path: Path, max_bytes: int) -> object:
     except UnicodeDecodeError as e:
         raise GeoJSONError(f"{path}: not UTF-8 text, so not GeoJSON ({e})") from e
     except json.JSONDecodeError as e:
-        raise GeoJSONError(f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+        raise GeoJSONError(
+            f"{path}: not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        ) from e
     except RecursionError as e:
         raise GeoJSONError(f"{path}: JSON nested too deeply to be GeoJSON") from e
 
@@ -167,7 +169,9 @@ class _Reader:
             self.skip(index, feat, f"unsupported geometry {gtype or 'missing'}")
             return None
         try:
-            self.vertices += _count_vertices(geom.get("coordinates"), 2 if gtype == "Polygon" else 3)
+            self.vertices += _count_vertices(
+                geom.get("coordinates"), 2 if gtype == "Polygon" else 3
+            )
             if self.vertices > self.max_vertices:
                 raise GeoJSONError(
                     f"{self.path}: more than {self.max_vertices} polygon vertices; simplify the "
@@ -195,7 +199,9 @@ class _Reader:
         if self.skipped:
             kinds = ", ".join(f"{n} x {why}" for why, n in self.skipped.items())
             ids = ", ".join(self.skipped_ids[:20]) + (" ..." if len(self.skipped_ids) > 20 else "")
-            out.append(f"{self.path}: skipped {sum(self.skipped.values())} feature(s) ({kinds}): {ids}; they are written back unchanged")
+            out.append(
+                f"{self.path}: skipped {sum(self.skipped.values())} feature(s) ({kinds}): {ids}; they are written back unchanged"
+            )
         out += [f"{self.path}: {n} with shapely make_valid" for n in self.notes]
         return out
 
@@ -239,9 +245,15 @@ def read_document(
             passthrough.append((i, feat))
         else:
             good.append((i, feat, *geom))
-    anns = [_annotation(uid, f, g, rep) for uid, (_, f, g, rep) in zip(_unique_ids([(i, f) for i, f, *_ in good]), good)]
+    anns = [
+        _annotation(uid, f, g, rep)
+        for uid, (_, f, g, rep) in zip(_unique_ids([(i, f) for i, f, *_ in good]), good)
+    ]
     if not anns:
-        raise GeoJSONError(f"{path}: no Polygon or MultiPolygon annotations found ({len(feats)} features). " + " ".join(reader.warnings()))
+        raise GeoJSONError(
+            f"{path}: no Polygon or MultiPolygon annotations found ({len(feats)} features). "
+            + " ".join(reader.warnings())
+        )
     doc = AnnotationDocument(path, anns, passthrough, top, reader.warnings())
     for msg in doc.warnings:
         warnings.warn(msg, GeoJSONWarning, stacklevel=2)
@@ -271,7 +283,9 @@ def feature_of(ann: Annotation) -> dict:
     feat: dict = {"type": "Feature"}
     if ann.file_id is not None:
         feat["id"] = ann.file_id
-    geom = ann.raw_geometry if not ann.geometry_changed and ann.raw_geometry else mapping(ann.geometry)
+    geom = (
+        ann.raw_geometry if not ann.geometry_changed and ann.raw_geometry else mapping(ann.geometry)
+    )
     feat["geometry"] = json.loads(json.dumps(geom))  # tuples -> lists
     props = dict(ann.properties)
     if ann.review.status != "unreviewed" or ann.review.model_label is not None:
@@ -295,7 +309,11 @@ def write_annotations(
     feats = [feature_of(a) for a in annotations]
     for index, raw in document.passthrough if document else []:
         feats.insert(min(index, len(feats)), raw)
-    top = dict(document.top_level) if document and document.top_level else {"type": "FeatureCollection"}
+    top = (
+        dict(document.top_level)
+        if document and document.top_level
+        else {"type": "FeatureCollection"}
+    )
     top["features"] = feats
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

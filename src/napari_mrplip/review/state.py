@@ -14,7 +14,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..models.catalog import home
+from napari_mrplip.models.catalog import home
+
 from .annotations import Annotation, Review, set_label
 
 FORMAT = "mrplip-review-state"
@@ -69,7 +70,9 @@ class ReviewState:
             },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
@@ -84,7 +87,9 @@ class ReviewState:
         if not self.path.exists():
             return {}
         if self.path.stat().st_size > MAX_STATE_BYTES:
-            raise ReviewStateError(f"{self.path}: review state file is implausibly large; delete it")
+            raise ReviewStateError(
+                f"{self.path}: review state file is implausibly large; delete it"
+            )
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
