@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def tissue_mask(thumb: np.ndarray, *, min_saturation: float = 0.05, blur: int = 2) -> np.ndarray:
+def tissue_mask(
+    thumb: np.ndarray, *, min_saturation: float = 0.05, blur: int = 2, max_threshold: float = 1.0
+) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail.
 
     Parameters
@@ -17,6 +19,10 @@ def tissue_mask(thumb: np.ndarray, *, min_saturation: float = 0.05, blur: int = 
         must not be split into "tissue" by Otsu finding a threshold in noise.
     blur : int
         Radius of the median filter applied to the saturation channel before thresholding.
+    max_threshold : float
+        Ceiling on the Otsu threshold. On crops that are mostly tissue, or on pale IHC
+        counterstain, Otsu splits strongly stained nuclei from pale tissue instead of tissue
+        from glass; a ceiling of about 0.06 keeps pale tissue (glass stays below ~0.05).
 
     Returns
     -------
@@ -37,7 +43,7 @@ def tissue_mask(thumb: np.ndarray, *, min_saturation: float = 0.05, blur: int = 
         thr = threshold_otsu(sat) if np.ptp(sat) > 0 else 1.0
     except ValueError:
         thr = 1.0
-    mask = sat > max(thr, min_saturation)
+    mask = sat > max(min(thr, max_threshold), min_saturation)
     return binary_fill_holes(mask)
 
 
