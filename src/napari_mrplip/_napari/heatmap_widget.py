@@ -1,0 +1,283 @@
+"""The "Prompt heatmap" panel: a thin widget over ``heatmap.engine.HeatmapEngine``.
+
+Type prompts (one per line), pick a model, and heatmap layers fill in batch by batch over
+the visible region (or the whole slide). With "follow the view" on, panning/zooming starts
+a new computation after the view settles and cancels the superseded one; tiles already
+embedded come from the engine's cache. Every callback is a method tests can call.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    TextEdit,
+)
+
+from napari_mrplip.heatmap.result import HeatmapRequest, HeatmapResult
+
+from .layers import COLORMAPS, HeatmapCanvas, legend_html, show_argmax, show_per_prompt
+from .model_picker import ModelPicker
+from .view import ViewFollower, ViewState, view_state
+from .workers import HeatmapJob
+
+#: Scoring resolution choices: label -> µm/px (None = the level on screen).
+MAGNIFICATIONS = {
+    "visible level": None,
+    "40x (0.25 µm/px)": 0.25,
+    "20x (0.5 µm/px)": 0.5,
+    "10x (1 µm/px)": 1.0,
+    "5x (2 µm/px)": 2.0,
+    "2.5x (4 µm/px)": 4.0,
+    "1.25x (8 µm/px)": 8.0,
+}
+OUTPUTS = ("one layer per prompt", "argmax labels")
+
+
+class PanelInputError(ValueError):
+    """Bad panel input; the message is shown in the panel's status line."""
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+class HeatmapWidget(Container):
+    """Prompt heatmap panel. ``viewer`` is injected by napari (npe2)."""
+
+    def __init__(self, viewer, **kwargs):
+        super().__init__(labels=True, **kwargs)
+        self.viewer = viewer
+        self.slide_layer = ComboBox(label="slide", choices=self._slide_choices)
+        self.model = ModelPicker(label="model")
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
+        self.batch_size = SpinBox(label="batch (0=auto)", value=0, min=0, max=4096)
+        self.prompts = TextEdit(label="prompts", value="dense nuclei\npink stroma")
+        self.background = TextEdit(label="background", value="background")
+        self.magnification = ComboBox(label="magnification", choices=list(MAGNIFICATIONS))
+        self.output = ComboBox(label="output", choices=list(OUTPUTS))
+        self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value="inferno")
+        self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=0.45)
+        self.follow = CheckBox(text="follow the view", value=False)
+        self.run_view_btn = PushButton(text="Run on view")
+        self.run_slide_btn = PushButton(text="Run whole slide")
+        self.cancel_btn = PushButton(text="Cancel")
+        self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self.info = Label(label="engine", value="model not loaded")
+        self.legend = Label(label="legend", value="")
+        self.status = Label(label="status", value="ready")
+        self.extend([
+            self.slide_layer, self.model, self.device, self.batch_size, self.prompts,
+            self.background, self.magnification, self.output, self.colormap, self.opacity,
+            self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
+            self.info, self.legend, self.status,
+        ])  # fmt: skip
+        self.job: HeatmapJob | None = None
+        self.jobs: list[HeatmapJob] = []
+        self.canvas: HeatmapCanvas | None = None
+        self.follower: ViewFollower | None = None
+        self._engines: dict[tuple, object] = {}
+        self._engine_lock = threading.Lock()
+        self.run_view_btn.changed.connect(self.run_view)
+        self.run_slide_btn.changed.connect(self.run_whole_slide)
+        self.cancel_btn.changed.connect(self.cancel)
+        self.follow.changed.connect(self.set_follow)
+        self.opacity.changed.connect(self._restyle)
+        self.colormap.changed.connect(self._restyle)
+        viewer.layers.events.inserted.connect(self._layers_changed)
+        viewer.layers.events.removed.connect(self._layers_changed)
+
+    # -- slide selection ------------------------------------------------------------
+    def _slide_choices(self, widget=None) -> list[tuple[str, object]]:
+        return [(ly.name, ly) for ly in self.viewer.layers if "slide" in ly.metadata]
+
+    def _layers_changed(self, event=None) -> None:
+        self.slide_layer.reset_choices()
+        self.model.refresh()
+
+    def current_slide(self):
+        """(layer, Slide) behind the selected (or only) slide layer."""
+        layer = self.slide_layer.value
+        if layer is None or layer not in self.viewer.layers:
+            self.slide_layer.reset_choices()
+            layer = self.slide_layer.value
+        if layer is None:
+            raise PanelInputError("open a slide first (File > Open, or the sample slide)")
+        return layer, layer.metadata["slide"]
+
+    # -- requests -----------------------------------------------------------------------
+    def build_request(self, slide, region_level0=None, level=None) -> HeatmapRequest:
+        """The :class:`HeatmapRequest` the form describes; raises ``PanelInputError``."""
+        prompts = _lines(self.prompts.value)
+        if not prompts:
+            raise PanelInputError("type at least one prompt (one per line)")
+        target_mpp = MAGNIFICATIONS[self.magnification.value]
+        if target_mpp is not None and slide.mpp is None:
+            raise PanelInputError(
+                f"{slide.name} does not record its µm/px: choose 'visible level', or reopen it "
+                "with a known mpp"
+            )
+        return HeatmapRequest(
+            prompts=prompts,
+            background=_lines(self.background.value),
+            target_mpp=target_mpp,
+            level=level if target_mpp is None else None,
+            region_level0=region_level0,
+        )
+
+    def run_view(self, value=None) -> HeatmapJob | None:
+        """Score the visible region at the chosen magnification."""
+        try:
+            layer, slide = self.current_slide()
+        except PanelInputError as e:
+            return self._fail(e)
+        return self.run_region(view_state(self.viewer, layer, slide))
+
+    def run_region(self, state: ViewState) -> HeatmapJob | None:
+        """Score ``state.region_level0`` (follow-the-view calls this)."""
+        try:
+            layer, slide = self.current_slide()
+            request = self.build_request(slide, state.region_level0, state.level)
+        except PanelInputError as e:
+            return self._fail(e)
+        return self.start(request, layer, slide)
+
+    def run_whole_slide(self, value=None) -> HeatmapJob | None:
+        """Score the whole slide (level: the visible one when "visible level" is chosen)."""
+        try:
+            layer, slide = self.current_slide()
+            level = view_state(self.viewer, layer, slide).level
+            request = self.build_request(slide, None, level)
+        except PanelInputError as e:
+            return self._fail(e)
+        return self.start(request, layer, slide)
+
+    # -- running -----------------------------------------------------------------------
+    def _engine_key(self) -> tuple:
+        return (self.model.value, self.device.value, int(self.batch_size.value))
+
+    def engine(self, key: tuple | None = None):
+        """The engine for the selected model/device/batch, built (and cached) on first use.
+
+        Loading a model takes seconds, so this runs in the worker thread.
+        """
+        from napari_mrplip.heatmap.cache import EmbeddingCache
+        from napari_mrplip.heatmap.engine import HeatmapEngine
+        from napari_mrplip.models.encoders import get_encoder
+
+        key = key or self._engine_key()
+        with self._engine_lock:
+            if key not in self._engines:
+                spec, device, batch = key
+                encoder = get_encoder(spec, device=None if device == "auto" else device)
+                cache = EmbeddingCache(max_items=200_000)
+                self._engines[key] = HeatmapEngine(encoder, cache=cache, batch_size=batch or None)
+            return self._engines[key]
+
+    def start(self, request: HeatmapRequest, layer, slide) -> HeatmapJob:
+        """Cancel the running job and start ``request`` in a worker thread."""
+        self.cancel()
+        key = self._engine_key()
+
+        def produce(cancel: threading.Event):
+            engine = self.engine(key)
+            yield from engine.run(slide, request, cancel)
+
+        tag = f"{key[0]}|{'/'.join(request.background)}"
+        job = HeatmapJob(produce, self.on_result, self.on_done, self.on_error, label=tag)
+        job.request, job.slide_layer, job.slide, job.key = request, layer, slide, key
+        self.job = job
+        self.jobs.append(job)
+        self.progress.value = 0
+        self.status.value = f"loading {key[0]}..." if key not in self._engines else "computing..."
+        return job.start()
+
+    def cancel(self, value=None) -> None:
+        """Cancel the running computation (its partial heatmap stays)."""
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+            self.status.value = "cancelled"
+
+    # -- worker callbacks (main thread) ------------------------------------------------------
+    def on_result(self, job: HeatmapJob, result: HeatmapResult) -> None:
+        """Paste a (partial) result into the canvas and update the layers in place."""
+        if job is not self.job:
+            return
+        slide = job.slide
+        if self.canvas is None or not self.canvas.accepts(result, job.label):
+            self.canvas = HeatmapCanvas.for_result(result, slide.dimensions, job.label)
+        self.canvas.paste(result)
+        self.show_canvas(job.slide_layer)
+        self.progress.max = max(int(result.total), 1)
+        self.progress.value = min(int(result.done), self.progress.max)
+        self._show_engine(job.key)
+        self.status.value = f"{result.done}/{result.total} tiles"
+
+    def show_canvas(self, slide_layer) -> list:
+        """Draw the current canvas as per-prompt Image layers or an argmax Labels layer."""
+        if self.canvas is None:
+            return []
+        if self.output.value == OUTPUTS[1]:
+            self.legend.value = legend_html(self.canvas.prompts)
+            return [show_argmax(self.viewer, self.canvas, slide_layer, opacity=self.opacity.value)]
+        self.legend.value = ""
+        return show_per_prompt(
+            self.viewer, self.canvas, slide_layer,
+            colormap=self.colormap.value, opacity=self.opacity.value,
+        )  # fmt: skip
+
+    def on_done(self, job: HeatmapJob) -> None:
+        if job is self.job and job.error is None and not job.cancelled:
+            self.status.value = f"done: {job.results} update(s)"
+            self.progress.value = self.progress.max
+
+    def on_error(self, job: HeatmapJob, exc: BaseException) -> None:
+        """Show the error in the panel; the viewer stays usable."""
+        if job is self.job:
+            self.status.value = f"error: {exc}"
+
+    def _fail(self, exc: Exception) -> None:
+        self.status.value = f"error: {exc}"
+        return None
+
+    def _show_engine(self, key: tuple) -> None:
+        engine = self._engines.get(key)
+        if engine is None:
+            return
+        encoder = getattr(engine, "encoder", None)
+        device = getattr(encoder, "device", "?")
+        batch = getattr(engine, "batch_size", None) or "auto"
+        self.info.value = f"{getattr(encoder, 'model_id', key[0])} · {device} · batch {batch}"
+
+    def _restyle(self, value=None) -> None:
+        from .layers import HEATMAP_KEY, heatmap_colormap
+
+        for layer in self.viewer.layers:
+            if HEATMAP_KEY in layer.metadata:
+                layer.opacity = self.opacity.value
+                if "prompt" in layer.metadata:
+                    layer.colormap = heatmap_colormap(self.colormap.value)
+
+    # -- follow the view ---------------------------------------------------------------------
+    def set_follow(self, on: bool) -> None:
+        """Start or stop recomputing when the view settles."""
+        if self.follower is not None:
+            self.follower.close()
+            self.follower = None
+        if not on:
+            return
+        try:
+            layer, slide = self.current_slide()
+        except PanelInputError as e:
+            self._fail(e)
+            return
+        self.follower = ViewFollower(self.viewer, layer, slide, self.run_region)
+        self.follower.fire()
