@@ -1,0 +1,150 @@
+"""``pretrain(cfg)``: slides -> bag manifest -> MR-PLIP training -> ``OUT/final``.
+
+Output directory layout::
+
+    OUT/pretrain_config.json     the PretrainConfig of the run
+    OUT/manifest.jsonl           bags, tiles and captions (cached; never re-captioned)
+    OUT/progress.jsonl           JSON-lines progress events (see ``train.events``)
+    OUT/checkpoints/step_XXXXXXX training state (see ``train.checkpointing``)
+    OUT/final/                   MR-PLIP checkpoint (``models.checkpoint.load_model``)
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpointing import TrainState, list_checkpoints, load_checkpoint
+from .config import PretrainConfig, PretrainConfigError
+from .data_setup import build_loader, prepare_manifest
+from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .events import ProgressLog
+from .loop import LoopSettings, run_loop
+from .optim import make_optimizer
+from .precision import make_scaler
+from .schedule import make_scheduler
+
+__all__ = ["PretrainConfig", "PretrainConfigError", "pretrain"]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Run (or resume) a pretraining run; returns ``OUT/final`` (or the last checkpoint if stopped).
+
+    Raises
+    ------
+    PretrainConfigError
+        Bad options, or ``--resume`` with no checkpoint / a fresh run in a used directory.
+    napari_mrplip.io.SlideOpenError
+        A slide is missing, unreadable, or has no µm/px (pass ``--slide-mpp``).
+    """
+    info = init_distributed(cfg.device)
+    log = ProgressLog(cfg.out / "progress.jsonl", enabled=info.is_main)
+    try:
+        return _pretrain(cfg, info, log)
+    except (ValueError, OSError, RuntimeError, KeyError) as e:
+        log.emit("error", message=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        cleanup(info)
+
+
+def _prepare_out(cfg: PretrainConfig, info: DistInfo) -> list[Path]:
+    ckpts = list_checkpoints(cfg.out / "checkpoints")
+    if cfg.resume and not ckpts:
+        raise PretrainConfigError(f"--resume: no checkpoint in {cfg.out / 'checkpoints'}")
+    if not cfg.resume and ckpts:
+        raise PretrainConfigError(
+            f"{cfg.out} already holds checkpoints; pass --resume to continue that run "
+            "or choose another --out directory"
+        )
+    if info.is_main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        cfg.save(cfg.out / "pretrain_config.json")
+    return ckpts
+
+
+def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
+    from napari_mrplip.models.config import load_config
+    from napari_mrplip.models.mrplip import build_model
+
+    ckpts = _prepare_out(cfg, info)
+    micro = cfg.micro_batch(info.world_size)
+    model_cfg = load_config(cfg.model_config)
+    manifest = prepare_manifest(cfg, model_cfg, info)
+    seed_everything(cfg.seed)  # identical initial weights on every rank
+    model = build_model(model_cfg).to(info.device)
+    if info.rank:
+        seed_everything(cfg.seed + info.rank)  # per-rank masking/negative sampling streams
+    state = TrainState(
+        optimizer=make_optimizer(model, cfg.lr, cfg.weight_decay),
+        scheduler=None,
+        scaler=make_scaler(cfg.precision, info.device),
+    )
+    state.scheduler = make_scheduler(
+        state.optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
+    )
+    start_step = 0
+    if cfg.resume:
+        start_step = int(load_checkpoint(ckpts[-1], model, state, info)["step"])
+    loader, sampler = build_loader(cfg, model_cfg, manifest, info, micro, start_step)
+    log.emit(
+        "start",
+        total_steps=cfg.max_steps,
+        start_step=start_step,
+        world_size=info.world_size,
+        device=info.device,
+        num_bags=sampler.num_samples,
+        config=cfg.to_json(),
+    )
+    result = run_loop(
+        model,
+        iter(loader),
+        state,
+        _settings(cfg),
+        info,
+        log,
+        cfg.out / "checkpoints",
+        start_step,
+        sampler.state,
+    )
+    if result.stopped:
+        log.emit("stopped", checkpoint=str(result.checkpoint), step=result.step)
+        return result.checkpoint
+    return _finish(cfg, model, info, log, result.step)
+
+
+def _settings(cfg: PretrainConfig) -> LoopSettings:
+    return LoopSettings(
+        total_steps=cfg.max_steps,
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        precision=cfg.precision,
+        grad_clip=cfg.grad_clip,
+        checkpoint_every=cfg.checkpoint_every,
+        keep_checkpoints=cfg.keep_checkpoints,
+        log_every=cfg.log_every,
+        progress_bar=cfg.progress_bar,
+    )
+
+
+def _finish(cfg: PretrainConfig, model, info: DistInfo, log: ProgressLog, step: int) -> Path:
+    from napari_mrplip.models.catalog import register_model
+    from napari_mrplip.models.checkpoint import save_model
+
+    final = cfg.out / "final"
+    if info.is_main:
+        save_model(model.cpu() if not info.device.startswith("cpu") else model, final)
+        if cfg.register:
+            register_model(final, name=f"{cfg.out.name} (pretrained)")
+        log.emit("done", checkpoint=str(final), step=step)
+    barrier(info)
+    return final
