@@ -1,0 +1,217 @@
+"""Score annotations against their own label and every other label, zero-shot.
+
+For each annotation: tiles inside its polygon (:mod:`.tiles`) are embedded at the chosen
+µm/px, each tile gets softmax probabilities over the class prompts (logit scale x cosine),
+and the annotation's probabilities are the mean over its tiles. A fine-tuned encoder whose
+prompts are its class names works the same way (pass ``ensemble=False``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .annotations import Annotation
+from .embedding import TileEmbedder
+from .tiles import polygon_tiles
+
+#: Per-annotation outcomes.
+SCORED, UNLABELLED, NO_TILES, READ_ERROR = "scored", "unlabelled", "no_tiles", "read_error"
+#: Default µm/px to score at (20x, where single-magnification models do best).
+DEFAULT_MPP = 0.5
+
+
+class ScoringError(ValueError):
+    """Annotations cannot be scored as asked (too few classes, no µm/px, ...)."""
+
+
+@dataclass
+class AnnotationScore:
+    """The model's view of one annotation.
+
+    Attributes
+    ----------
+    annotation_id : str
+    label : str or None
+        The label scored against (the annotation's label when scored).
+    status : str
+        ``"scored"``, ``"unlabelled"`` (scored, but nothing to agree with), ``"no_tiles"``
+        (the polygon lies outside the slide) or ``"read_error"``.
+    n_tiles : int
+    probs : dict of str to float
+        Mean tile probability per class.
+    agreement : float or None
+        Mean probability of the annotation's own label.
+    model_label : str or None
+        Class with the highest mean probability.
+    best_other_label : str or None
+        Most probable class other than the annotation's own.
+    best_other_prob : float or None
+    confidence : float or None
+        Mean probability of ``model_label``.
+    tile_agreement : float or None
+        Fraction of tiles whose top class is the annotation's label.
+    message : str
+        Human-readable explanation for statuses other than ``"scored"``.
+    """
+
+    annotation_id: str
+    label: str | None
+    status: str
+    n_tiles: int = 0
+    probs: dict[str, float] = field(default_factory=dict)
+    agreement: float | None = None
+    model_label: str | None = None
+    best_other_label: str | None = None
+    best_other_prob: float | None = None
+    confidence: float | None = None
+    tile_agreement: float | None = None
+    message: str = ""
+
+    @property
+    def disagreement(self) -> float | None:
+        """``best_other_prob - agreement`` in [-1, 1]; higher = more suspicious."""
+        if self.agreement is None or self.best_other_prob is None:
+            return None
+        return self.best_other_prob - self.agreement
+
+
+def class_names(annotations: Sequence[Annotation], extra: Sequence[str] = ()) -> list[str]:
+    """Every label present (first-seen order) followed by ``extra`` labels not present."""
+    names = [a.label for a in annotations if a.label] + [e for e in extra if e]
+    return list(dict.fromkeys(names))
+
+
+def class_embeddings(encoder, classes: Sequence[str], prompts: Mapping[str, str], ensemble: bool):
+    """``(C, D)`` class vectors: template ensembles (or the plain names for a trained head)."""
+    from napari_mrplip.heatmap.prompts import TEMPLATES, PromptEmbedder
+
+    embedder = PromptEmbedder(encoder, TEMPLATES if ensemble else ("{}",))
+    return embedder.embed([prompts.get(c, c) for c in classes])
+
+
+def tile_probs(tile_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> np.ndarray:
+    """Softmax over classes of ``logit_scale * cosine``: ``(N, D), (C, D) -> (N, C)``."""
+    logits = float(logit_scale) * tile_emb @ class_emb.T
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _summarise(ann: Annotation, probs: np.ndarray, classes: list[str]) -> AnnotationScore:
+    mean = probs.mean(axis=0)
+    top = int(mean.argmax())
+    out = AnnotationScore(ann.id, ann.label, SCORED if ann.label else UNLABELLED, len(probs))
+    out.probs = {c: float(p) for c, p in zip(classes, mean)}
+    out.model_label, out.confidence = classes[top], float(mean[top])
+    if ann.label is None:
+        out.message = "no label to check: the model's top class is shown"
+        return out
+    own = classes.index(ann.label)
+    others = [i for i in np.argsort(-mean) if i != own]
+    out.agreement = float(mean[own])
+    out.best_other_label, out.best_other_prob = classes[others[0]], float(mean[others[0]])
+    out.tile_agreement = float((probs.argmax(axis=1) == own).mean())
+    return out
+
+
+def score_annotations(
+    annotations: Sequence[Annotation],
+    slide,
+    encoder,
+    *,
+    target_mpp: float | None = None,
+    extra_labels: Sequence[str] = (),
+    prompts: Mapping[str, str] | None = None,
+    ensemble: bool = True,
+    min_coverage: float = 0.5,
+    max_tiles: int = 64,
+    embedder: TileEmbedder | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[AnnotationScore]:
+    """Score each annotation against all labels present (plus ``extra_labels``).
+
+    Parameters
+    ----------
+    annotations : sequence of Annotation
+        Polygons in level-0 px.
+    slide : Slide
+    encoder : EncoderBackend
+    target_mpp : float, optional
+        µm/px to embed tiles at (default :data:`DEFAULT_MPP`, 20x).
+    extra_labels : sequence of str
+        Labels to compete with even if no annotation carries them (e.g. "background").
+    prompts : mapping, optional
+        Label -> prompt text (``|`` separates synonyms), e.g. {"Tumor": "tumour|carcinoma"}.
+    ensemble : bool
+        Wrap prompts in templates (zero-shot). ``False`` for a fine-tuned head.
+    progress : callable, optional
+        ``progress(done_tiles, total_tiles)``.
+    cancel : threading.Event, optional
+        Stops between annotations; scores so far are returned.
+
+    Returns
+    -------
+    list of AnnotationScore
+        In the order of ``annotations``.
+    """
+    classes = class_names(annotations, extra_labels)
+    if len(classes) < 2:
+        raise ScoringError(
+            f"only {len(classes)} label(s) present ({classes}); scoring compares an annotation's "
+            "label with others, so add comparison labels (e.g. extra_labels=['background'])"
+        )
+    mpp = _target_mpp(slide, target_mpp)
+    class_emb = class_embeddings(encoder, classes, prompts or {}, ensemble)
+    embedder = embedder or TileEmbedder(encoder)
+    tile = encoder.input_size * mpp / slide.mpp
+    plan = [
+        polygon_tiles(
+            a.geometry, tile, slide.dimensions, min_coverage=min_coverage, max_tiles=max_tiles
+        )
+        for a in annotations
+    ]
+    total, done = sum(len(b) for b in plan), 0
+    scores = []
+    for ann, boxes in zip(annotations, plan):
+        if cancel is not None and cancel.is_set():
+            break
+        scores.append(_score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes))
+        done += len(boxes)
+        if progress:
+            progress(done, total)
+    return scores
+
+
+def _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes) -> AnnotationScore:
+    from napari_mrplip.io.errors import TileReadError
+
+    if not len(boxes):
+        return AnnotationScore(
+            ann.id,
+            ann.label,
+            NO_TILES,
+            message="the polygon lies outside the slide: no tiles to score",
+        )
+    try:
+        emb = embedder.embed(slide, mpp, boxes)
+    except TileReadError as e:
+        return AnnotationScore(ann.id, ann.label, READ_ERROR, message=str(e))
+    return _summarise(ann, tile_probs(emb, class_emb, encoder.logit_scale), classes)
+
+
+def _target_mpp(slide, target_mpp: float | None) -> float:
+    from napari_mrplip.io.errors import MissingMppError
+
+    if slide.mpp is None:
+        raise MissingMppError(
+            f"{slide.path}: the slide states no µm/px, needed to pick tiles inside annotations; "
+            "open it with mpp=... (CLI: --slide-mpp)"
+        )
+    if target_mpp is not None and target_mpp <= 0:
+        raise ScoringError(f"target µm/px must be positive, got {target_mpp}")
+    return float(target_mpp or DEFAULT_MPP)
