@@ -1,0 +1,191 @@
+"""tifffile backend: Aperio SVS, tiled TIFF (page or SubIFD pyramids), OME-TIFF, NDPI, stripped TIFF.
+
+Levels are dask arrays over tifffile's zarr store (``series.aszarr()``); ``read_region`` goes
+through :class:`~napari_mrplip.io.region.TiffRegionReader`, which decodes tile bytes directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from napari_mrplip.io.errors import SlideOpenError
+from napari_mrplip.io.pyramid import extend_pyramid, merge_small_chunks, to_rgb_uint8
+from napari_mrplip.io.region import TiffRegionReader, tiled_level
+from napari_mrplip.io.slide import Slide
+
+from ._tiff_meta import ome_mpp_mag, resolution_mpp, svs_mpp_mag
+
+NAME = "tifffile"
+_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Formats that are TIFF containers but are better read by OpenSlide when it is installed.
+_OPENSLIDE_FIRST = {".scn", ".bif"}
+#: Series names that are associated images, never the main image.
+ASSOCIATED = {"label", "macro", "thumbnail", "overview"}
+
+
+def _parse_errors() -> tuple[type[BaseException], ...]:
+    import tifffile
+
+    return (
+        tifffile.TiffFileError,
+        ValueError,
+        NotImplementedError,
+        ZeroDivisionError,
+        IndexError,
+        KeyError,
+        TypeError,
+        struct.error,
+        OSError,
+        EOFError,
+        RuntimeError,
+    )
+
+
+def can_open(path: Path) -> bool:
+    """True for a regular file starting with a TIFF/BigTIFF signature (reads 4 bytes)."""
+    try:
+        path = Path(path)
+        if not path.is_file():
+            return False
+        if path.suffix.lower() in _OPENSLIDE_FIRST and importlib.util.find_spec("openslide"):
+            return False
+        with path.open("rb") as fh:
+            return fh.read(4) in _MAGIC
+    except (OSError, ValueError):
+        return False
+
+
+def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
+    """Open a TIFF-family slide lazily; raises :class:`SlideOpenError` naming the file."""
+    import tifffile
+
+    path = Path(path)
+    errors = _parse_errors()
+    try:
+        tf = tifffile.TiffFile(path)
+    except errors as e:
+        raise SlideOpenError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
+    try:
+        return _build(path, tf)
+    except SlideOpenError:
+        tf.close()
+        raise
+    except errors as e:
+        tf.close()
+        raise SlideOpenError(f"{path}: malformed TIFF structure ({type(e).__name__}: {e})") from e
+
+
+def _main_series(path: Path, tf):
+    candidates = [
+        s
+        for s in tf.series
+        if s.name.strip().lower() not in ASSOCIATED and "Y" in s.axes and "X" in s.axes
+    ]
+    if not candidates:
+        raise SlideOpenError(f"{path}: TIFF holds no image series with Y and X axes")
+
+    def area(s):
+        return int(s.shape[s.axes.index("Y")]) * int(s.shape[s.axes.index("X")])
+
+    main = max(candidates, key=area)
+    if area(main) == 0:
+        raise SlideOpenError(f"{path}: the image is empty (shape {tuple(main.shape)})")
+    return main
+
+
+def _check_tile_tables(path: Path, series, file_size: int) -> None:
+    """Refuse files whose tile/strip tables point past the end (truncated or corrupt)."""
+    for i, lvl in enumerate(series.levels):
+        for page in lvl.pages:
+            if page is None or not hasattr(page, "dataoffsets"):
+                continue
+            offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+            counts = np.asarray(page.databytecounts, dtype=np.int64)
+            if len(offsets) != len(counts):
+                raise SlideOpenError(
+                    f"{path}: level {i} has {len(offsets)} tile offsets but {len(counts)} byte counts"
+                )
+            bad = (counts > 0) & ((offsets < 0) | (offsets + counts > file_size))
+            if bad.any():
+                raise SlideOpenError(
+                    f"{path}: level {i}: {int(bad.sum())} of {len(bad)} tiles lie past the end of "
+                    f"the file ({file_size} bytes); the file is truncated or corrupt. Copy it again."
+                )
+
+
+def _levels(path: Path, series) -> list[da.Array]:
+    import zarr
+
+    store = series.aszarr()
+    z = zarr.open(store, mode="r")
+    arrays = [z[str(i)] for i in range(len(series.levels))] if len(series.levels) > 1 else [z]
+    levels = []
+    for arr, lvl in zip(arrays, series.levels):
+        d = da.from_zarr(arr) if arr.ndim else None
+        if d is None or 0 in d.shape:
+            raise SlideOpenError(f"{path}: level with empty shape {tuple(arr.shape)}")
+        levels.append(merge_small_chunks(to_rgb_uint8(d, lvl.axes)))
+    return levels
+
+
+def _associated(tf, main) -> dict:
+    out = {}
+    for s in tf.series:
+        key = s.name.strip().lower()
+        if s is main or key not in ASSOCIATED or key in out:
+            continue
+
+        def load(s=s):
+            return np.asarray(to_rgb_uint8(da.from_array(s.asarray()), s.axes).compute())
+
+        out[key] = load
+    return out
+
+
+def _mpp_mag(tf, main) -> tuple[float | None, float | None]:
+    page = main.pages[0] if main.pages else tf.pages[0]
+    if tf.is_svs:
+        return svs_mpp_mag(page.description)
+    if tf.is_ome and tf.ome_metadata:
+        mpp, mag = ome_mpp_mag(tf.ome_metadata, tf.series.index(main))
+        if mpp is not None:
+            return mpp, mag
+    return resolution_mpp(page), None
+
+
+def _build(path: Path, tf) -> Slide:
+    main = _main_series(path, tf)
+    file_size = tf.filehandle.size
+    _check_tile_tables(path, main, file_size)
+    native = _levels(path, main)
+    levels = extend_pyramid(native)
+    mpp, mag = _mpp_mag(tf, main)
+    fmt = "svs" if tf.is_svs else "ome-tiff" if tf.is_ome else "ndpi" if tf.is_ndpi else "tiff"
+    first = main.levels[0].pages[0]
+    tiled = [
+        tiled_level(lvl.pages[0], file_size) if len(lvl.pages) == 1 else None for lvl in main.levels
+    ]
+    reader = TiffRegionReader(path, tiled, levels)
+    slide = Slide(
+        path=path,
+        levels=levels,
+        mpp=mpp,
+        magnification=mag,
+        reader=reader,
+        associated=_associated(tf, main),
+        metadata={
+            "backend": NAME,
+            "format": fmt,
+            "native_levels": len(native),
+            "compression": getattr(first.compression, "name", str(first.compression)),
+            "tile": (first.tilelength, first.tilewidth) if first.is_tiled else None,
+            "description": first.description[:4096],
+        },
+    )
+    slide.closers += [tf.close, reader.close]
+    return slide

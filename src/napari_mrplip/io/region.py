@@ -1,0 +1,199 @@
+"""Fast region reads from tiled (or stripped) TIFF levels: tile bytes by offset, decoded directly.
+
+No dask graph and no zarr store sit on this path: for each tile under the window the reader
+``pread``s its bytes (offset and length checked against the file size) and hands them to the
+page's own decoder (imagecodecs underneath, JPEG tables included), on a small thread pool when a
+region covers several tiles.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from .errors import TileReadError
+
+#: Exceptions tifffile/imagecodecs raise on bad tile bytes (imagecodecs' *Error are RuntimeErrors).
+DECODE_ERRORS = (
+    ValueError,
+    RuntimeError,
+    IndexError,
+    TypeError,
+    KeyError,
+    ZeroDivisionError,
+    NotImplementedError,
+    struct.error,
+    OSError,
+    EOFError,
+)
+#: A single encoded tile larger than this is treated as corrupt (a 4096² raw RGB tile is 48 MiB).
+MAX_TILE_BYTES = 64 << 20
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(
+                max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="mrplip-tiles"
+            )
+        return _POOL
+
+
+@dataclass
+class TiledLevel:
+    """One pyramid level stored as a grid of encoded tiles (or full-width strips) in a TIFF page."""
+
+    page: object = field(repr=False)  # tifffile.TiffPage
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    offsets: np.ndarray = field(repr=False)
+    bytecounts: np.ndarray = field(repr=False)
+    decode: object = field(default=None, repr=False)  # the page's decoder closure
+
+    def __post_init__(self):
+        self.decode = self.page.decode
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, columns) of tiles."""
+        return -(-self.height // self.tile_h), -(-self.width // self.tile_w)
+
+
+def tiled_level(page, file_size: int) -> TiledLevel | None:
+    """A :class:`TiledLevel` for ``page`` when the fast path can read it, else ``None``.
+
+    The fast path takes contiguous uint8 RGB pages (tiled, or stripped with whole-width
+    strips) whose tile table is consistent; NDPI and unusual layouts go through zarr instead.
+    """
+    if page.is_ndpi or page.planarconfig != 1 or page.samplesperpixel != 3 or page.imagedepth != 1:
+        return None
+    if np.dtype(page.dtype) != np.uint8 or page.photometric not in (2, 6):
+        return None
+    if page.is_tiled:
+        th, tw = page.tilelength, page.tilewidth
+    else:
+        th, tw = min(page.rowsperstrip, page.imagelength), page.imagewidth
+    if th <= 0 or tw <= 0:
+        return None
+    offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+    counts = np.asarray(page.databytecounts, dtype=np.int64)
+    level = TiledLevel(page, page.imagelength, page.imagewidth, th, tw, offsets, counts)
+    rows, cols = level.grid
+    if len(offsets) != rows * cols or len(counts) != len(offsets):
+        return None
+    bad = (counts > 0) & (
+        (offsets < 0) | (offsets + counts > file_size) | (counts > MAX_TILE_BYTES)
+    )
+    if bad.any():
+        return None
+    return level
+
+
+class TiffRegionReader:
+    """Reads windows of tiled TIFF levels; other levels fall back to their dask arrays.
+
+    Parameters
+    ----------
+    path : Path
+        The TIFF file (opened here with ``os.open`` for thread-safe ``pread``).
+    tiled : list of TiledLevel or None
+        Per pyramid level, the fast-path description or ``None``.
+    levels : list of dask.array.Array
+        The slide's levels, used for levels without a fast path.
+
+    Attributes
+    ----------
+    tiles_decoded : int
+        Number of tiles decoded so far (tests use it to prove reads touch only their tiles).
+    """
+
+    def __init__(self, path: Path, tiled: list[TiledLevel | None], levels: list[da.Array]):
+        self.path = Path(path)
+        self.tiled = list(tiled) + [None] * (len(levels) - len(tiled))
+        self.levels = levels
+        self.tiles_decoded = 0
+        self._count_lock = threading.Lock()
+        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+    def close(self) -> None:
+        """Close the file descriptor (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read(self, level: int, x_level: int, y_level: int, w: int, h: int) -> np.ndarray:
+        """Read an in-bounds ``(h, w, 3)`` uint8 window of ``level`` (level pixel coordinates)."""
+        info = self.tiled[level]
+        if info is None:
+            return self._read_dask(level, x_level, y_level, w, h)
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        r0, r1 = y_level // info.tile_h, (y_level + h - 1) // info.tile_h
+        c0, c1 = x_level // info.tile_w, (x_level + w - 1) // info.tile_w
+        jobs = [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+        args = (info, level, x_level, y_level, w, h, out)
+        if len(jobs) == 1:
+            self._paste(*jobs[0], *args)
+        else:
+            for fut in [_pool().submit(self._paste, r, c, *args) for r, c in jobs]:
+                fut.result()
+        return out
+
+    def _paste(self, r, c, info: TiledLevel, level, x, y, w, h, out: np.ndarray) -> None:
+        tile = self.decode_tile(info, level, r, c)
+        ty, tx = r * info.tile_h, c * info.tile_w
+        ya, yb = max(y, ty), min(y + h, ty + info.tile_h, info.height)
+        xa, xb = max(x, tx), min(x + w, tx + info.tile_w, info.width)
+        if tile is None:
+            out[ya - y : yb - y, xa - x : xb - x] = 255
+        else:
+            out[ya - y : yb - y, xa - x : xb - x] = tile[ya - ty : yb - ty, xa - tx : xb - tx]
+
+    def decode_tile(self, info: TiledLevel, level: int, row: int, col: int) -> np.ndarray | None:
+        """Decode one tile to ``(tile_h, tile_w, 3)`` (``None`` for an empty, sparse tile)."""
+        index = row * info.grid[1] + col
+        offset, count = int(info.offsets[index]), int(info.bytecounts[index])
+        if count == 0:
+            return None
+        where = f"{self.path}: level {level}, tile row {row} col {col} (x={col * info.tile_w}, y={row * info.tile_h} at that level)"
+        if self._fd is None:
+            raise TileReadError(f"{where}: the slide was closed")
+        try:
+            data = os.pread(self._fd, count, offset)
+            if len(data) != count:
+                raise EOFError(f"file ends {count - len(data)} bytes early")
+            tile = info.decode(data, index, jpegtables=info.page.jpegtables)[0]
+            tile = np.asarray(tile).reshape(-1, tile.shape[-2], tile.shape[-1])
+        except DECODE_ERRORS as e:
+            raise TileReadError(f"{where}: cannot decode tile ({type(e).__name__}: {e})") from e
+        if tile.shape[0] < min(info.tile_h, info.height - row * info.tile_h) or tile.shape[1] < min(
+            info.tile_w, info.width - col * info.tile_w
+        ):
+            raise TileReadError(
+                f"{where}: tile decoded to {tile.shape}, expected {info.tile_h}x{info.tile_w}"
+            )
+        with self._count_lock:
+            self.tiles_decoded += 1
+        return tile
+
+    def _read_dask(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        try:
+            return np.asarray(self.levels[level][y : y + h, x : x + w].compute(scheduler="threads"))
+        except TileReadError:
+            raise
+        except DECODE_ERRORS as e:
+            raise TileReadError(
+                f"{self.path}: failed to read level {level} at x={x}, y={y} ({w}x{h} px): {e}"
+            ) from e
