@@ -1,0 +1,295 @@
+"""The prompt-heatmap engine: tiles -> cached embeddings -> prompt scores -> placed grid.
+
+``HeatmapEngine.run`` is a generator: it yields a :class:`HeatmapResult` after every batch
+(cached tiles first, then new tiles nearest the region's centre first) and stops as soon as
+a ``cancel`` event is set. Re-prompting over tiles already embedded encodes no image at
+all: only the (cached) text embeddings and one matrix product run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from napari_mrplip.io.slide import Slide
+from napari_mrplip.tiling.grid import TileGrid, make_grid
+from napari_mrplip.tiling.tissue import tissue_mask
+
+from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
+from .cache import EmbeddingCache, GridKey, slide_id
+from .passes import Pass, assemble, children_range, make_pass, parent_range, score_cached
+from .prompts import PromptEmbedder, PromptError, validate_prompts
+from .reader import TileReader, read_tile, resize_tile
+from .result import HeatmapRequest, HeatmapResult
+from .scoring import DEFAULT_FUSION, prompt_scores
+
+log = logging.getLogger(__name__)
+
+#: µm/px scored at when a request names neither a µm/px nor a level (20x).
+DEFAULT_MPP = 0.5
+#: Thumbnail size for the tissue mask.
+THUMB_PX = 1024
+
+
+class HeatmapEngine:
+    """Scores free-text prompts over a slide's tiles with an encoder backend.
+
+    Parameters
+    ----------
+    encoder : EncoderBackend
+        Image/text encoder (``encode_tiles``, ``encode_text``, ``model_id``, ``input_size``,
+        ``embed_dim``, ``logit_scale``; optional ``is_mrplip``, ``native_mpp``).
+    cache : EmbeddingCache, optional
+        Shared embedding cache (a private in-memory one by default).
+    batch_size : int, optional
+        Tiles per model call (device default: 256 on CUDA, 32 on CPU); halved on OOM.
+    workers : int
+        Tile-decoding threads.
+    """
+
+    def __init__(self, encoder, cache: EmbeddingCache | None = None, batch_size=None, workers=2):
+        self.encoder = encoder
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.device = str(getattr(encoder, "device", "cpu"))
+        self.batcher = AdaptiveBatcher(encoder, batch_size or default_batch_size(self.device))
+        self.workers = max(1, int(workers))
+        self.prompts = PromptEmbedder(encoder)
+        self._masks: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.tiles_encoded = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.batcher.batch_size
+
+    # -- planning -----------------------------------------------------------------------
+    def grid_for(self, slide: Slide, request: HeatmapRequest) -> TileGrid:
+        """The lattice a request is scored on (µm/px if the slide has one, else a level)."""
+        mpp = request.target_mpp
+        if mpp is None and request.level is None and slide.mpp is not None:
+            mpp = getattr(self.encoder, "native_mpp", None) or DEFAULT_MPP
+        return make_grid(
+            slide,
+            int(self.encoder.input_size),
+            target_mpp=mpp,
+            level=request.level,
+            overlap=request.overlap,
+        )
+
+    def fusion_weights(self, request: HeatmapRequest) -> tuple[float, float, float] | None:
+        """(parent, self, children) weights, or None when fusion is off."""
+        if request.fusion is not None:
+            w = tuple(float(v) for v in request.fusion)
+            return None if w[0] == 0 and w[2] == 0 else w
+        return DEFAULT_FUSION if getattr(self.encoder, "is_mrplip", False) else None
+
+    def _key(self, slide: Slide, grid: TileGrid) -> GridKey:
+        return GridKey(
+            slide_id(slide),
+            str(self.encoder.model_id),
+            grid.key,
+            grid.shape,
+            int(self.encoder.embed_dim),
+        )
+
+    def _mask(self, slide: Slide) -> np.ndarray:
+        sid = slide_id(slide)
+        with self._lock:
+            if sid not in self._masks:
+                self._masks[sid] = tissue_mask(slide.thumbnail(THUMB_PX))
+            return self._masks[sid]
+
+    def _passes(self, slide, request, grid, tile_range, weights, n_prompts) -> dict[str, Pass]:
+        mask = self._mask(slide) if request.tissue_only else None
+        own = make_pass(
+            "self", grid, self._key(slide, grid), tile_range, self.cache, mask, n_prompts
+        )
+        passes = {"self": own}
+        if weights is None:
+            return passes
+        for name, factor, rng, w in (
+            ("parent", 2.0, parent_range, weights[0]),
+            ("children", 0.5, children_range, weights[2]),
+        ):
+            g = grid.scaled(factor, slide)
+            if g is None or w == 0:
+                continue
+            key = self._key(slide, g)
+            passes[name] = make_pass(name, g, key, rng(own, g), self.cache, mask, n_prompts)
+        return passes
+
+    # -- running ------------------------------------------------------------------------
+    def run(
+        self, slide: Slide, request: HeatmapRequest, cancel: threading.Event | None = None
+    ) -> Iterator[HeatmapResult]:
+        """Yield progressive results, batch by batch; the last one has ``done == total``.
+
+        Tiles outside tissue (``request.tissue_only``) and tiles that fail to decode stay
+        NaN; failures are counted in ``result.meta["failed_tiles"]`` and logged.
+
+        Raises
+        ------
+        PromptError
+            Empty prompt list, or softmax over fewer than two prompts in total.
+        MissingMppError
+            ``request.target_mpp`` set on a slide without µm/px.
+        """
+        validate_prompts(request.prompts, request.background)
+        if request.mode == "softmax" and len(request.prompts) + len(request.background) < 2:
+            raise PromptError(
+                "softmax scoring needs at least two prompts in total: add another prompt or a "
+                "background prompt (e.g. 'background'), or use mode='cosine'"
+            )
+        text = self.prompts.embed(list(request.prompts) + list(request.background))
+        grid = self.grid_for(slide, request)
+        w0, h0 = slide.dimensions
+        region = request.region_level0 or (0, 0, w0, h0)
+        cells = grid.cells_for_box(region)
+        weights = self.fusion_weights(request)
+        n = len(request.prompts)
+        passes = self._passes(slide, request, grid, grid.tiles_for_cells(*cells), weights, n)
+        scale = float(getattr(self.encoder, "logit_scale", 100.0))
+        for p in passes.values():
+            score_cached(p, text, n, request.mode, scale)
+        meta = self._meta(request, grid, weights, passes)
+        build = lambda: assemble(  # noqa: E731
+            passes,
+            cells,
+            request.prompts,
+            weights or (0, 1, 0),
+            request.smooth_sigma,
+            slide.mpp,
+            meta,
+        )
+        centre = ((region[0] + region[2]) / 2, (region[1] + region[3]) / 2)
+        todo = {name: p.todo(centre) for name, p in passes.items()}
+        if not any(len(t[0]) for t in todo.values()):
+            yield build()
+            return
+        for name, p in passes.items():
+            for _ in self._encode_pass(slide, p, *todo[name], text, request.mode, scale, cancel):
+                if cancel is not None and cancel.is_set():
+                    return
+                yield build()
+
+    def _encode_pass(self, slide, p: Pass, rr, cc, text, mode, scale, cancel) -> Iterator[int]:
+        """Encode a pass's missing tiles batch by batch, storing and scoring each batch."""
+        if len(rr) == 0:
+            return
+        xs, ys = p.grid.origins(rr + p.r0, cc + p.c0)
+        reader = TileReader(slide, self.workers, prefetch=2, alloc=tile_allocator(self.device))
+        with contextlib.closing(reader.batches(p.grid, xs, ys, self.batch_size)) as batches:
+            for batch in batches:
+                if cancel is not None and cancel.is_set():
+                    return
+                r, c = rr[batch.index], cc[batch.index]
+                if batch.errors:
+                    p.failed[r[~batch.ok], c[~batch.ok]] = True
+                    log.warning(
+                        "%s: %d tile(s) failed to decode and are left empty: %s",
+                        slide.name,
+                        len(batch.errors),
+                        batch.errors[0],
+                    )
+                if batch.ok.any():
+                    r, c = r[batch.ok], c[batch.ok]
+                    emb = self.batcher.encode(batch.tiles[batch.ok])
+                    self.tiles_encoded += len(emb)
+                    self.cache.put(p.key, r + p.r0, c + p.c0, emb)
+                    p.emb[r, c], p.filled[r, c] = emb, True
+                    p.scores[:, r, c] = prompt_scores(emb, text, p.scores.shape[0], mode, scale).T
+                yield len(batch.index)
+
+    def _meta(self, request, grid: TileGrid, weights, passes) -> dict:
+        return {
+            "grid": grid.key,
+            "mpp_scored": grid.mpp,
+            "level": grid.read_level,
+            "overlap_k": grid.k,
+            "mode": request.mode,
+            "fusion": weights,
+            "passes": list(passes),
+            "background": list(request.background),
+            "model_id": str(self.encoder.model_id),
+        }
+
+    def compute(self, slide: Slide, request: HeatmapRequest) -> HeatmapResult:
+        """Run to completion and return the final result."""
+        final = None
+        for final in self.run(slide, request):  # noqa: B007 - keep the last one
+            pass
+        return final
+
+    # -- arbitrary boxes ----------------------------------------------------------------
+    def embed_tiles(
+        self, slide: Slide, level_or_mpp: int | float, boxes: Sequence[Sequence[float]]
+    ) -> np.ndarray:
+        """Embeddings of arbitrary level-0 boxes, each read at a level or µm/px and resized.
+
+        Parameters
+        ----------
+        level_or_mpp : int or float
+            An ``int`` is a pyramid level; a ``float`` is µm/px (needs ``slide.mpp``).
+        boxes : sequence of (x0, y0, x1, y1)
+            Level-0 px.
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, D)`` float32, L2-normalised; cached per (slide, model, scale, box).
+        """
+        level, tag = self._box_level(slide, level_or_mpp)
+        sid, mid = slide_id(slide), str(self.encoder.model_id)
+        keys = [(sid, mid, tag, tuple(int(round(v)) for v in b)) for b in boxes]
+        out = np.zeros((len(keys), int(self.encoder.embed_dim)), np.float32)
+        missing = []
+        for i, k in enumerate(keys):
+            e = self.cache.get_box(k)
+            if e is None:
+                missing.append(i)
+            else:
+                out[i] = e
+        if missing:
+            with ThreadPoolExecutor(self.workers) as pool:
+                tiles = list(pool.map(lambda i: self._read_box(slide, level, keys[i][3]), missing))
+            emb = self.batcher.encode(np.stack(tiles))
+            self.tiles_encoded += len(emb)
+            for i, e in zip(missing, emb):
+                out[i] = e
+                self.cache.put_box(keys[i], e)
+        return out
+
+    def _box_level(self, slide: Slide, level_or_mpp) -> tuple[int, str]:
+        if isinstance(level_or_mpp, (int, np.integer)) and not isinstance(level_or_mpp, bool):
+            if not 0 <= level_or_mpp < len(slide.levels):
+                raise ValueError(f"{slide.path}: level {level_or_mpp} does not exist")
+            return int(level_or_mpp), f"lvl{int(level_or_mpp)}"
+        from napari_mrplip.io.errors import MissingMppError
+
+        if slide.mpp is None:
+            raise MissingMppError(
+                f"{slide.path}: no µm/px in the metadata; pass a level instead, or open the "
+                "slide with mpp=... (CLI: --slide-mpp)"
+            )
+        ds = float(level_or_mpp) / slide.mpp
+        return slide.best_level_for_downsample(ds), f"mpp{float(level_or_mpp):.4f}"
+
+    def _read_box(self, slide: Slide, level: int, box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        ds = slide.downsamples[level]
+        w, h = max(1, round((x1 - x0) / ds)), max(1, round((y1 - y0) / ds))
+        tile = slide.read_region(x0, y0, w, h, level)
+        if w != h:
+            from PIL import Image
+
+            side = int(self.encoder.input_size)
+            return np.asarray(Image.fromarray(tile).resize((side, side), Image.BILINEAR))
+        return resize_tile(tile, int(self.encoder.input_size))
+
+
+__all__ = ["HeatmapEngine", "read_tile"]

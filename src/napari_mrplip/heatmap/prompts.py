@@ -1,0 +1,106 @@
+"""Prompt ensembles (templates x synonyms) with an embedding cache keyed by string.
+
+A prompt entry may hold synonyms separated by ``|`` ("tumour|carcinoma"). Each synonym is
+put into every template, every text is embedded and L2-normalised, all are averaged and the
+mean is renormalised: one vector per entry (CONCH / MI-Zero practice).
+
+Prompts longer than the model's context are **truncated by the text encoder with a
+warning** (CLIP text towers keep the first ``context_length`` tokens); the warning names the
+prompt so the user can shorten it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Templates wrapped around each synonym (a subset of CONCH's, short enough for 77 tokens).
+TEMPLATES: tuple[str, ...] = (
+    "{}.",
+    "a photomicrograph showing {}.",
+    "an H&E stained image of {}.",
+    "a histopathological image of {}.",
+    "an image of {}.",
+    "{} tissue.",
+)
+
+_TOKEN_RE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
+class PromptError(ValueError):
+    """The prompt list cannot be scored (empty, or an entry with no text)."""
+
+
+def split_synonyms(entry: str) -> list[str]:
+    """``"tumour | carcinoma"`` -> ``["tumour", "carcinoma"]`` (empty parts dropped)."""
+    return [s.strip() for s in entry.split("|") if s.strip()]
+
+
+def validate_prompts(prompts: Sequence[str], background: Sequence[str] = ()) -> None:
+    """Raise :class:`PromptError` for an empty list or an entry without text."""
+    if not prompts:
+        raise PromptError("no prompts given: type at least one prompt (e.g. 'tumour')")
+    for p in list(prompts) + list(background):
+        if not split_synonyms(p):
+            raise PromptError(f"prompt {p!r} has no text; remove it or type a word")
+
+
+def estimate_tokens(text: str) -> int:
+    """Lower bound on CLIP BPE tokens of ``text``, start/end tokens included."""
+    return len(_TOKEN_RE.findall(text)) + 2
+
+
+class PromptEmbedder:
+    """Turns prompt entries into ensemble vectors, caching every text it embedded.
+
+    Parameters
+    ----------
+    encoder : EncoderBackend
+        Supplies ``encode_text`` and ``context_length``.
+    templates : sequence of str
+        Each holds one ``{}``; ``("{}",)`` turns ensembling off.
+    """
+
+    def __init__(self, encoder, templates: Sequence[str] = TEMPLATES):
+        self.encoder = encoder
+        self.templates = tuple(templates)
+        self._text: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.text_encode_calls = 0
+
+    def texts_for(self, entry: str) -> list[str]:
+        """All template x synonym texts of one entry."""
+        return [t.format(s) for s in split_synonyms(entry) for t in self.templates]
+
+    def embed(self, entries: Sequence[str]) -> np.ndarray:
+        """``(P, D)`` float32, one L2-normalised ensemble vector per entry."""
+        texts_per = [self.texts_for(e) for e in entries]
+        self._warn_long(entries, texts_per)
+        with self._lock:
+            missing = list(dict.fromkeys(t for ts in texts_per for t in ts if t not in self._text))
+            if missing:
+                emb = np.asarray(self.encoder.encode_text(missing), np.float32)
+                self.text_encode_calls += 1
+                self._text.update(zip(missing, emb))
+            vecs = [np.mean([self._text[t] for t in ts], axis=0) for ts in texts_per]
+        out = np.stack(vecs).astype(np.float32)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _warn_long(self, entries, texts_per) -> None:
+        limit = int(getattr(self.encoder, "context_length", 77) or 77)
+        count = getattr(self.encoder, "count_tokens", None) or estimate_tokens
+        for entry, texts in zip(entries, texts_per):
+            longest = max(count(t) for t in texts)
+            if longest > limit:
+                warnings.warn(
+                    f"prompt {entry!r} is longer than the model's {limit}-token context "
+                    f"(about {longest} tokens with its template) and is truncated; shorten it "
+                    "to keep its end.",
+                    UserWarning,
+                    stacklevel=3,
+                )

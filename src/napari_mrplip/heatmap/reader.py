@@ -1,0 +1,121 @@
+"""Tile decoding on a thread pool, overlapping with model compute through bounded prefetch.
+
+Decoders (imagecodecs, OpenSlide) release the GIL, so a few threads keep the model fed
+while it runs. At most ``prefetch`` batches are in flight: memory stays bounded whatever the
+number of tiles, and abandoning the iterator (cancel) drops the queued reads.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_mrplip.io.errors import TileReadError
+from napari_mrplip.io.slide import Slide
+from napari_mrplip.tiling.grid import TileGrid
+
+
+@dataclass
+class TileBatch:
+    """One batch of decoded tiles.
+
+    Attributes
+    ----------
+    index : np.ndarray
+        ``(B,)`` positions of these tiles in the caller's tile list.
+    tiles : np.ndarray
+        ``(B, S, S, 3)`` uint8, S = the grid's ``out_px``; failed tiles are white.
+    ok : np.ndarray
+        ``(B,)`` bool, False where the tile failed to decode.
+    errors : list of str
+        One message per failed tile.
+    """
+
+    index: np.ndarray
+    tiles: np.ndarray
+    ok: np.ndarray
+    errors: list[str] = field(default_factory=list)
+
+
+def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
+    """Resize a ``(h, w, 3)`` uint8 tile to ``(size, size, 3)`` (area-like for downscaling)."""
+    from PIL import Image
+
+    if tile.shape[0] == size and tile.shape[1] == size:
+        return tile
+    img = Image.fromarray(np.ascontiguousarray(tile))
+    return np.asarray(img.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+
+
+def read_tile(slide: Slide, grid: TileGrid, x: int, y: int) -> np.ndarray:
+    """Read the tile whose level-0 top-left corner is (x, y), at the model's input size."""
+    tile = slide.read_region(int(x), int(y), grid.read_px, grid.read_px, grid.read_level)
+    return resize_tile(tile, grid.out_px)
+
+
+class TileReader:
+    """Decodes grid tiles on ``workers`` threads, ``prefetch`` batches ahead.
+
+    Parameters
+    ----------
+    slide : Slide
+    workers : int
+        Decoding threads (>= 1).
+    prefetch : int
+        Batches decoded ahead of the consumer (>= 1).
+    alloc : callable, optional
+        ``alloc(shape) -> np.ndarray`` uint8 batch buffer (pinned memory on CUDA).
+    """
+
+    def __init__(
+        self, slide: Slide, workers: int = 2, prefetch: int = 2, alloc: Callable | None = None
+    ):
+        self.slide = slide
+        self.workers = max(1, int(workers))
+        self.prefetch = max(1, int(prefetch))
+        self.alloc = alloc or (lambda shape: np.empty(shape, np.uint8))
+
+    def batches(
+        self, grid: TileGrid, xs: np.ndarray, ys: np.ndarray, batch_size: int
+    ) -> Iterator[TileBatch]:
+        """Yield :class:`TileBatch` es for tiles at level-0 corners ``xs``, ``ys`` in order."""
+        n = len(xs)
+        starts = list(range(0, n, max(1, int(batch_size))))
+        pending: deque[tuple[int, list[Future]]] = deque()
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mrplip-tiles")
+        try:
+            nxt = 0
+            while nxt < len(starts) or pending:
+                while nxt < len(starts) and len(pending) < self.prefetch:
+                    s = starts[nxt]
+                    e = min(n, s + batch_size)
+                    futs = [
+                        pool.submit(read_tile, self.slide, grid, xs[i], ys[i]) for i in range(s, e)
+                    ]
+                    pending.append((s, futs))
+                    nxt += 1
+                s, futs = pending.popleft()
+                yield self._collect(grid, s, futs)
+        finally:
+            for _, futs in pending:
+                for f in futs:
+                    f.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _collect(self, grid: TileGrid, start: int, futs: list[Future]) -> TileBatch:
+        b, s = len(futs), grid.out_px
+        tiles = self.alloc((b, s, s, 3))
+        ok = np.ones(b, bool)
+        errors = []
+        for i, f in enumerate(futs):
+            try:
+                tiles[i] = f.result()
+            except TileReadError as e:
+                tiles[i] = 255
+                ok[i] = False
+                errors.append(str(e))
+        return TileBatch(np.arange(start, start + b), tiles, ok, errors)
