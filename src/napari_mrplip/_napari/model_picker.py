@@ -8,11 +8,23 @@ a CONCH directory. The value is the spec string ``models.encoders.get_encoder`` 
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from magicgui.widgets import ComboBox, Container, FileEdit
 
 from napari_mrplip.models import catalog
+
+#: Live pickers, so a finished training run can refresh every panel's list.
+_PICKERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def refresh_all() -> int:
+    """Re-read the catalogue in every live picker; returns how many were refreshed."""
+    pickers = list(_PICKERS)
+    for picker in pickers:
+        picker.refresh()
+    return len(pickers)
 
 
 def _guess_kind(path: Path) -> str:
@@ -45,6 +57,7 @@ class ModelPicker(Container):
         self._extra: list[tuple[str, str]] = []
         self.browse.changed.connect(self._on_browse)
         self.margins = (0, 0, 0, 0)
+        _PICKERS.add(self)
 
     def _choices(self, widget=None) -> list[tuple[str, str]]:
         entries = [(f"{e.name} ({e.kind})", e.spec) for e in catalog.list_models()]

@@ -129,6 +129,7 @@ class TrainingProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
+        """Wait for the process to exit; returns its status."""
         code = self.proc.wait(timeout)
         self._stderr.close()
         return code
@@ -140,3 +141,29 @@ class TrainingProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(deque(text.splitlines(), maxlen=lines))
+
+
+def loadable_checkpoint(step_dir: str | Path, model_config: str) -> Path:
+    """Turn a training-state checkpoint into a model directory ``load_model`` opens.
+
+    A stopped run leaves ``OUT/checkpoints/step_N/`` (weights + optimizer state). When it
+    has no ``mrplip_config.json``, the model is rebuilt from ``model_config``, the weights
+    loaded (safetensors, no pickle) and saved next to it as ``OUT/stopped-step_N/``.
+    """
+    step_dir = Path(step_dir)
+    if (step_dir / "mrplip_config.json").is_file():
+        return step_dir
+    from safetensors.torch import load_model as st_load_model
+
+    from napari_mrplip.models.checkpoint import save_model
+    from napari_mrplip.models.config import load_config
+    from napari_mrplip.models.mrplip import build_model
+
+    weights = step_dir / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{step_dir}: no model.safetensors in this checkpoint")
+    model = build_model(load_config(model_config))
+    st_load_model(model, str(weights))
+    out = step_dir.parent.parent / f"stopped-{step_dir.name}"
+    save_model(model, out)
+    return out
