@@ -9,8 +9,8 @@ prompts are its class names works the same way (pass ``ensemble=False``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -85,6 +85,11 @@ def class_names(annotations: Sequence[Annotation], extra: Sequence[str] = ()) ->
     return list(dict.fromkeys(names))
 
 
+def default_ensemble(encoder) -> bool:
+    """Template ensembles for zero-shot models; plain class names for a trained head."""
+    return not getattr(encoder, "class_names", None)
+
+
 def class_embeddings(encoder, classes: Sequence[str], prompts: Mapping[str, str], ensemble: bool):
     """``(C, D)`` class vectors: template ensembles (or the plain names for a trained head)."""
     from napari_mrplip.heatmap.prompts import TEMPLATES, PromptEmbedder
@@ -118,7 +123,7 @@ def _summarise(ann: Annotation, probs: np.ndarray, classes: list[str]) -> Annota
     return out
 
 
-def score_annotations(
+def iter_scores(
     annotations: Sequence[Annotation],
     slide,
     encoder,
@@ -126,14 +131,15 @@ def score_annotations(
     target_mpp: float | None = None,
     extra_labels: Sequence[str] = (),
     prompts: Mapping[str, str] | None = None,
-    ensemble: bool = True,
+    ensemble: bool | None = None,
     min_coverage: float = 0.5,
     max_tiles: int = 64,
     embedder: TileEmbedder | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cancel: threading.Event | None = None,
-) -> list[AnnotationScore]:
-    """Score each annotation against all labels present (plus ``extra_labels``).
+) -> Iterator[tuple[AnnotationScore, int, int]]:
+    """Score annotations one by one against all labels present (plus ``extra_labels``).
+
+    Class prompts are embedded and tiles planned before the first yield, so bad requests
+    raise at the call, not on iteration.
 
     Parameters
     ----------
@@ -147,17 +153,18 @@ def score_annotations(
         Labels to compete with even if no annotation carries them (e.g. "background").
     prompts : mapping, optional
         Label -> prompt text (``|`` separates synonyms), e.g. {"Tumor": "tumour|carcinoma"}.
-    ensemble : bool
-        Wrap prompts in templates (zero-shot). ``False`` for a fine-tuned head.
-    progress : callable, optional
-        ``progress(done_tiles, total_tiles)``.
-    cancel : threading.Event, optional
-        Stops between annotations; scores so far are returned.
+    ensemble : bool, optional
+        Wrap prompts in templates (zero-shot); ``False`` for a fine-tuned head, whose class
+        names are its prompts. Default: off when the encoder has ``class_names``.
+    min_coverage, max_tiles : float, int
+        Tile selection inside each polygon (see :func:`.tiles.polygon_tiles`).
+    embedder : TileEmbedder, optional
+        Reuse one to keep its embedding cache across calls.
 
-    Returns
-    -------
-    list of AnnotationScore
-        In the order of ``annotations``.
+    Yields
+    ------
+    (AnnotationScore, int, int)
+        Each annotation's score (in order), tiles done so far, tiles in total.
     """
     classes = class_names(annotations, extra_labels)
     if len(classes) < 2:
@@ -166,6 +173,8 @@ def score_annotations(
             "label with others, so add comparison labels (e.g. extra_labels=['background'])"
         )
     mpp = _target_mpp(slide, target_mpp)
+    if ensemble is None:
+        ensemble = default_ensemble(encoder)
     class_emb = class_embeddings(encoder, classes, prompts or {}, ensemble)
     embedder = embedder or TileEmbedder(encoder)
     tile = encoder.input_size * mpp / slide.mpp
@@ -175,15 +184,48 @@ def score_annotations(
         )
         for a in annotations
     ]
+    return _iterate(annotations, plan, slide, mpp, embedder, encoder, class_emb, classes)
+
+
+def _iterate(annotations, plan, slide, mpp, embedder, encoder, class_emb, classes):
     total, done = sum(len(b) for b in plan), 0
-    scores = []
     for ann, boxes in zip(annotations, plan):
-        if cancel is not None and cancel.is_set():
-            break
-        scores.append(_score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes))
+        score = _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes)
         done += len(boxes)
+        yield score, done, total
+
+
+def score_annotations(
+    annotations: Sequence[Annotation],
+    slide,
+    encoder,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    **options,
+) -> list[AnnotationScore]:
+    """Score each annotation against all labels present (plus ``extra_labels``).
+
+    Takes the options of :func:`iter_scores`, plus:
+
+    progress : callable, optional
+        ``progress(done_tiles, total_tiles)`` after each annotation.
+    cancel : threading.Event, optional
+        Stops between annotations; scores so far are returned.
+
+    Returns
+    -------
+    list of AnnotationScore
+        In the order of ``annotations`` (shorter if cancelled).
+    """
+    scores, steps = [], iter_scores(annotations, slide, encoder, **options)
+    while cancel is None or not cancel.is_set():
+        step = next(steps, None)
+        if step is None:
+            break
+        scores.append(step[0])
         if progress:
-            progress(done, total)
+            progress(step[1], step[2])
     return scores
 
 
@@ -215,3 +257,19 @@ def _target_mpp(slide, target_mpp: float | None) -> float:
     if target_mpp is not None and target_mpp <= 0:
         raise ScoringError(f"target µm/px must be positive, got {target_mpp}")
     return float(target_mpp or DEFAULT_MPP)
+
+
+def score_to_json(score: AnnotationScore) -> dict:
+    """A JSON-ready record of a score (for the review-state sidecar)."""
+    return asdict(score)
+
+
+def score_from_json(raw: object) -> AnnotationScore | None:
+    """Inverse of :func:`score_to_json`; ``None`` for a record that does not fit."""
+    if not isinstance(raw, dict):
+        return None
+    names = {f.name for f in fields(AnnotationScore)}
+    try:
+        return AnnotationScore(**{k: v for k, v in raw.items() if k in names})
+    except TypeError:
+        return None

@@ -1,0 +1,148 @@
+"""``mrplip review ANNOT.geojson --slide SLIDE``: score annotations, most suspicious first.
+
+Prints one line per annotation (rank, id, label, model's label, agreement, disagreement,
+status) and, with ``--out``, writes the GeoJSON with each feature's model verdict under
+``properties.mrplip_review`` (every other property unchanged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """Typed form of the command line (parsed once, in :func:`run`)."""
+
+    annotations: Path
+    slide: Path
+    model: str = "mrplip-demo"
+    target_mpp: float | None = None
+    slide_mpp: float | None = None
+    out: Path | None = None
+    extra_labels: tuple[str, ...] = ()
+    prompts: dict[str, str] = field(default_factory=dict)
+    device: str | None = None
+    min_coverage: float = 0.5
+    max_tiles: int = 64
+    as_json: bool = False
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("annotations", type=Path, help="QuPath GeoJSON (FeatureCollection or list)")
+    parser.add_argument(
+        "--slide", type=Path, required=True, help="the slide the annotations are on"
+    )
+    parser.add_argument(
+        "--model", default="mrplip-demo", help="model spec (name or checkpoint dir)"
+    )
+    parser.add_argument("--mpp", type=float, default=None, help="µm/px to score at (default 0.5)")
+    parser.add_argument(
+        "--slide-mpp", type=float, default=None, help="level-0 µm/px if the file has none"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write scored GeoJSON here")
+    parser.add_argument(
+        "--labels", nargs="*", default=[], help="extra labels to compare against (e.g. background)"
+    )
+    parser.add_argument(
+        "--prompt", action="append", default=[], metavar="LABEL=TEXT",
+        help="prompt text for a label, '|' between synonyms (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--device", default=None, help="torch device (default: best available)")
+    parser.add_argument(
+        "--min-coverage", type=float, default=0.5, help="tile fraction inside polygon"
+    )
+    parser.add_argument("--max-tiles", type=int, default=64, help="tiles per annotation at most")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+
+def _prompts(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        label, sep, text = item.partition("=")
+        if not sep or not label.strip() or not text.strip():
+            raise SystemExit(f"mrplip review: --prompt needs LABEL=TEXT, got {item!r}")
+        out[label.strip()] = text.strip()
+    return out
+
+
+def _config(args: argparse.Namespace) -> ReviewConfig:
+    return ReviewConfig(
+        annotations=args.annotations, slide=args.slide, model=args.model, target_mpp=args.mpp,
+        slide_mpp=args.slide_mpp, out=args.out, extra_labels=tuple(args.labels),
+        prompts=_prompts(args.prompt), device=args.device, min_coverage=args.min_coverage,
+        max_tiles=args.max_tiles, as_json=args.json,
+    )  # fmt: skip
+
+
+def _row(i: int, score) -> str:
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    return (
+        f"{i:>4} {score.annotation_id[:36]:<36} {str(score.label)[:18]:<18} "
+        f"{str(score.model_label)[:18]:<18} {f(score.agreement):>7} {f(score.disagreement):>7} "
+        f"{score.n_tiles:>5} {score.status}"
+    )
+
+
+def review(cfg: ReviewConfig, out=sys.stdout) -> list:
+    """Run the review headless; returns the ranked scores."""
+    from napari_mrplip.io import open_slide
+    from napari_mrplip.models.encoders import get_encoder
+
+    from .geojson import read_document
+    from .ranking import apply_scores, rank
+    from .scoring import score_annotations
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        doc = read_document(cfg.annotations)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    encoder = get_encoder(cfg.model, device=cfg.device)
+    with open_slide(cfg.slide, mpp=cfg.slide_mpp) as slide:
+        scores = score_annotations(
+            doc.annotations, slide, encoder, target_mpp=cfg.target_mpp,
+            extra_labels=cfg.extra_labels, prompts=cfg.prompts, min_coverage=cfg.min_coverage, max_tiles=cfg.max_tiles,
+        )  # fmt: skip
+    ranked = rank(scores)
+    _print(ranked, cfg.as_json, out)
+    if cfg.out is not None:
+        apply_scores(doc.annotations, scores)
+        doc.write(cfg.out)
+        print(f"wrote {cfg.out}", file=sys.stderr)
+    return ranked
+
+
+def _print(ranked, as_json: bool, out) -> None:
+    if as_json:
+        for i, s in enumerate(ranked, 1):
+            rec = {"rank": i, **{k: v for k, v in vars(s).items()}, "disagreement": s.disagreement}
+            print(json.dumps(rec), file=out)
+        return
+    print(
+        f"{'rank':>4} {'id':<36} {'label':<18} {'model':<18} {'agree':>7} {'disagr':>7} {'tiles':>5} status",
+        file=out,
+    )
+    for i, s in enumerate(ranked, 1):
+        print(_row(i, s), file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_mrplip.io.errors import TileReadError
+
+    cfg = _config(args)
+    try:
+        review(cfg)
+    except (ValueError, TileReadError) as e:
+        # GeoJSONError, SlideOpenError, ScoringError and ModelLoadError are ValueErrors whose
+        # messages name the file and what to do.
+        print(f"mrplip review: {e}", file=sys.stderr)
+        return 2
+    return 0
