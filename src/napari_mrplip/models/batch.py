@@ -30,6 +30,10 @@ class BagBatch:
         ``(B, K, Lk)`` long, the bag's keywords, tokenised (0 = padding).
     keyword_mask : torch.Tensor
         ``(B, K)`` bool, True where a keyword is real.
+    features : torch.Tensor or None
+        Optional ``(B, N, F)`` (or ``(B, N, T, F)``) float features of a frozen external
+        tile encoder (e.g. UNI, F = 1024). Models whose ``vision.kind`` is
+        ``"features"`` read these instead of ``images``; others ignore them.
     """
 
     images: torch.Tensor
@@ -38,20 +42,28 @@ class BagBatch:
     caption_tokens: torch.Tensor
     keyword_tokens: torch.Tensor
     keyword_mask: torch.Tensor
+    features: torch.Tensor | None = None
 
     def to(self, device, non_blocking: bool = False) -> BagBatch:
         """Move every tensor to ``device``."""
         return BagBatch(
             **{
-                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                f.name: _maybe(getattr(self, f.name), "to", device, non_blocking=non_blocking)
                 for f in fields(self)
             }
         )
 
     def pin_memory(self) -> BagBatch:
         """Pinned copy (the DataLoader calls this when ``pin_memory=True``)."""
-        return BagBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return BagBatch(
+            **{f.name: _maybe(getattr(self, f.name), "pin_memory") for f in fields(self)}
+        )
 
     @property
     def batch_size(self) -> int:
         return int(self.images.shape[0])
+
+
+def _maybe(value, method: str, *args, **kwargs):
+    """``value.method(*args, **kwargs)``, or None for an absent optional tensor."""
+    return None if value is None else getattr(value, method)(*args, **kwargs)

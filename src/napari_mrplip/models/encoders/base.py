@@ -1,0 +1,127 @@
+"""Shared machinery for torch encoder backends: device, precision, batching, counters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_device(device: str | None) -> str:
+    """``device`` as given, or ``"cuda"`` when available, else ``"cpu"``."""
+    if device:
+        return str(device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def autocast_dtype(device: str, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: run in float32).
+
+    ``"auto"``: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not device.startswith("cuda") or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def normalise_tiles(
+    tiles: torch.Tensor, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """uint8 ``(B, H, W, 3)`` -> float ``(B, 3, size, size)`` normalised with mean/std."""
+    x = tiles.permute(0, 3, 1, 2).float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x / 255.0 - m) / s
+
+
+class TorchEncoder:
+    """An ``EncoderBackend`` over two torch callables.
+
+    Subclasses (or callers) supply ``image_fn`` (normalised ``(B, 3, S, S)`` -> ``(B, D)``),
+    ``text_fn`` (``list[str]`` -> ``(P, D)``) and the model's preprocessing constants.
+    Outputs are float32 numpy arrays with L2-normalised rows.
+
+    Attributes
+    ----------
+    image_encode_calls : int
+        Number of ``encode_tiles`` calls so far (tests use it to check caching).
+    is_mrplip : bool
+        True for our own models (multi-magnification aware).
+    """
+
+    is_mrplip = False
+
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        image_fn: Callable[[torch.Tensor], torch.Tensor],
+        text_fn: Callable[[list[str]], torch.Tensor],
+        input_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        embed_dim: int,
+        logit_scale: float,
+        context_length: int,
+        device: str,
+        precision: str = "auto",
+        module: torch.nn.Module | None = None,
+    ):
+        self.model_id = model_id
+        self._image_fn, self._text_fn = image_fn, text_fn
+        self.input_size = int(input_size)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.embed_dim = int(embed_dim)
+        self.logit_scale = float(logit_scale)
+        self.context_length = int(context_length)
+        self.device = device
+        self.precision = precision
+        self._amp_dtype = autocast_dtype(device, precision)
+        self.module = module
+        self.image_encode_calls = 0
+
+    def _ctx(self):
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self._amp_dtype)
+
+    def encode_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """uint8 ``(B, H, W, 3)`` -> float32 ``(B, D)``, rows L2-normalised."""
+        arr = np.asarray(tiles)
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"expected uint8 tiles (B, H, W, 3), got {arr.dtype} {arr.shape}")
+        self.image_encode_calls += 1
+        if arr.shape[0] == 0:
+            return np.zeros((0, self.embed_dim), np.float32)
+        with torch.inference_mode(), self._ctx():
+            x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+            x = normalise_tiles(x, self.input_size, self.mean, self.std)
+            out = self._image_fn(x)
+        return _to_numpy(out)
+
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """``P`` texts -> float32 ``(P, D)``, rows L2-normalised."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return np.zeros((0, self.embed_dim), np.float32)
+        with torch.inference_mode(), self._ctx():
+            out = self._text_fn(texts)
+        return _to_numpy(out)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model_id!r}, device={self.device!r})"
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    return F.normalize(x.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)

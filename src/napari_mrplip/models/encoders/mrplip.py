@@ -1,0 +1,69 @@
+"""MR-PLIP backend: our checkpoint directories and the embedded ``mrplip-demo`` model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from napari_mrplip.models.encoders.base import TorchEncoder, pick_device
+from napari_mrplip.models.errors import ModelLoadError
+
+
+class MRPLIPEncoder(TorchEncoder):
+    """``EncoderBackend`` over an ``MRPLIP`` model; tiles embed to its projected image embedding."""
+
+    is_mrplip = True
+
+
+def weights_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """Short content hash (size + first and last MiB) identifying a weights file."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        f.seek(max(0, size - chunk))
+        h.update(f.read(chunk))
+    return h.hexdigest()[:12]
+
+
+def detect(spec: str) -> bool:
+    from napari_mrplip.models.checkpoint import is_checkpoint_dir, resolve_checkpoint
+
+    return spec == "mrplip-demo" or is_checkpoint_dir(resolve_checkpoint(spec))
+
+
+def load(spec: str, device: str | None = None, precision: str = "auto") -> MRPLIPEncoder:
+    """Load an MR-PLIP checkpoint directory (or ``"mrplip-demo"``) as an encoder."""
+    from napari_mrplip.models.checkpoint import WEIGHTS_FILE, load_model, resolve_checkpoint
+    from napari_mrplip.models.tokenizer import get_tokenizer
+
+    device = pick_device(device)
+    model = load_model(spec, device=device)
+    cfg = model.config
+    if model.uses_features:
+        raise ModelLoadError(
+            f"{spec}: this MR-PLIP model reads precomputed features of an external tile "
+            "encoder (vision.kind='features') and cannot embed RGB tiles by itself; "
+            "embed tiles with that encoder and call model.encode_image(features)"
+        )
+    tok = get_tokenizer(cfg.context_length)
+    root = resolve_checkpoint(spec)
+
+    def text_fn(texts: list[str]):
+        return model.encode_text(tok(texts).to(device))
+
+    return MRPLIPEncoder(
+        model_id=f"mrplip:{root.name}:{weights_fingerprint(root / WEIGHTS_FILE)}",
+        image_fn=lambda x: model.encode_image(x),
+        text_fn=text_fn,
+        input_size=cfg.image_size,
+        mean=cfg.image_mean,
+        std=cfg.image_std,
+        embed_dim=cfg.embed_dim,
+        logit_scale=float(model.get_logit_scale().detach()),
+        context_length=cfg.context_length,
+        device=device,
+        precision=precision,
+        module=model,
+    )
