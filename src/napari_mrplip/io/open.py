@@ -72,3 +72,15 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | Non
         f"{path}: not a slide format this plugin reads{extra}. Supported: SVS, TIFF/OME-TIFF, "
         "NDPI, OME-Zarr; install the 'openslide' extra for MRXS, VSI, SCN, BIF."
     )
+
+
+def find_backend(path: str | Path) -> str | None:
+    """Name of the first backend whose cheap ``can_open`` accepts ``path`` (never raises)."""
+    path = Path(path)
+    for name, module in BACKENDS:
+        try:
+            if _backend(module).can_open(path):
+                return name
+        except ImportError:
+            continue
+    return None

@@ -32,6 +32,8 @@ def to_rgb_uint8(arr: da.Array, axes: str) -> da.Array:
         ``(Y, X, 3)`` uint8: RGBA loses alpha, grey is repeated, >8-bit is rescaled.
     """
     axes = axes.upper()
+    if axes == "YXS" and arr.shape[2] == 3 and arr.dtype == np.uint8:
+        return arr  # already (Y, X, 3) uint8: add no graph layers
     if "Y" not in axes or "X" not in axes or len(axes) != arr.ndim:
         raise ValueError(f"cannot interpret axes {axes!r} for shape {arr.shape}")
     index, kept = [], []
@@ -66,27 +68,26 @@ def _as_uint8(arr: da.Array) -> da.Array:
     return (arr.astype(np.float32).clip(0, 1) * 255).round().astype(np.uint8)
 
 
-def merge_small_chunks(arr: da.Array) -> da.Array:
-    """Merge small native chunks (e.g. NDPI 8-row strips) into ~0.5-1 MiB dask chunks.
+def merged_chunks(
+    shape: tuple[int, ...], native: tuple[int, ...], itemsize: int = 1
+) -> tuple[int, ...]:
+    """Dask chunk sizes for a level whose native chunks are small (NDPI strips, 64-256 px tiles).
 
-    New chunk sides are whole multiples of the native ones, so each native chunk is read once.
+    Returns whole multiples of ``native`` along Y and X giving ~0.5-1 MiB chunks, so that each
+    native chunk is read once and no rechunk graph is needed (pass to ``from_zarr(chunks=)``).
     """
-    cy, cx = arr.chunksize[0], arr.chunksize[1]
-    nbytes = cy * cx * int(np.prod(arr.shape[2:])) * arr.dtype.itemsize
-    if nbytes >= TARGET_CHUNK_BYTES // 2:
-        return arr
-    bpp = int(np.prod(arr.shape[2:])) * arr.dtype.itemsize
+    cy, cx = max(1, native[0]), max(1, native[1])
+    bpp = int(np.prod(shape[2:])) * itemsize
     ky = kx = 1
     while cy * ky * cx * kx * bpp < TARGET_CHUNK_BYTES // 2:
-        if cy * ky <= cx * kx and cy * ky < arr.shape[0]:
+        grow_y = cy * ky < shape[0] and (cy * ky <= cx * kx or cx * kx >= shape[1])
+        if grow_y:
             ky *= 2
-        elif cx * kx < arr.shape[1]:
+        elif cx * kx < shape[1]:
             kx *= 2
-        elif cy * ky < arr.shape[0]:
-            ky *= 2
         else:
             break
-    return arr.rechunk((min(cy * ky, arr.shape[0]), min(cx * kx, arr.shape[1])) + arr.shape[2:])
+    return (min(cy * ky, shape[0]), min(cx * kx, shape[1]), *shape[2:])
 
 
 def halve(arr: da.Array) -> da.Array:

@@ -197,3 +197,27 @@ class TiffRegionReader:
             raise TileReadError(
                 f"{self.path}: failed to read level {level} at x={x}, y={y} ({w}x{h} px): {e}"
             ) from e
+
+
+class NamedErrors:
+    """Array-like over a zarr array whose decode failures become :class:`TileReadError`.
+
+    Wraps the zarr store tifffile provides, so that dask levels fail with the file, level and
+    window in the message instead of a bare codec error.
+    """
+
+    def __init__(self, array, path: Path, level: int):
+        self.array, self.path, self.level = array, Path(path), level
+        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), array.ndim
+
+    def __getitem__(self, key) -> np.ndarray:
+        try:
+            return np.asarray(self.array[key])
+        except DECODE_ERRORS as e:
+            window = ", ".join(
+                f"{k.start}:{k.stop}" if isinstance(k, slice) else str(k) for k in key
+            )
+            raise TileReadError(
+                f"{self.path}: level {self.level}, window [{window}]: cannot decode "
+                f"({type(e).__name__}: {e})"
+            ) from e

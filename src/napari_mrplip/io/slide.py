@@ -14,7 +14,7 @@ from typing import Protocol
 import dask.array as da
 import numpy as np
 
-from .errors import TileReadError
+from .errors import MissingMppError, TileReadError
 
 #: Largest region (in pixels) ``read_region`` will allocate: 64k x 64k RGB is ~12 GiB.
 MAX_REGION_PX = 1 << 32
@@ -82,6 +82,15 @@ class Slide:
     def level_mpp(self, level: int) -> float | None:
         """µm/px at ``level`` (``None`` when the slide has no mpp)."""
         return None if self.mpp is None else self.mpp * self.downsamples[level]
+
+    def require_mpp(self) -> float:
+        """``mpp``, or :class:`MissingMppError` saying how to supply it when the file has none."""
+        if self.mpp is None:
+            raise MissingMppError(
+                f"{self.path}: the file states no pixel size (µm/px). Pass mpp= to open_slide "
+                "(CLI: --slide-mpp), e.g. 0.25 for 40x or 0.5 for 20x scans."
+            )
+        return self.mpp
 
     def best_level_for_downsample(self, downsample: float) -> int:
         """Largest-index level whose downsample does not exceed ``downsample`` (+1 %)."""

@@ -14,8 +14,8 @@ import dask.array as da
 import numpy as np
 
 from napari_mrplip.io.errors import SlideOpenError
-from napari_mrplip.io.pyramid import extend_pyramid, merge_small_chunks, to_rgb_uint8
-from napari_mrplip.io.region import TiffRegionReader, tiled_level
+from napari_mrplip.io.pyramid import extend_pyramid, merged_chunks, to_rgb_uint8
+from napari_mrplip.io.region import NamedErrors, TiffRegionReader, tiled_level
 from napari_mrplip.io.slide import Slide
 
 from ._tiff_meta import ome_mpp_mag, resolution_mpp, svs_mpp_mag
@@ -98,24 +98,39 @@ def _main_series(path: Path, tf):
     return main
 
 
+def _check_page(path: Path, level: int, page, file_size: int) -> None:
+    """Refuse pages whose declared layout does not fit the file (truncated, corrupt, hostile)."""
+    import tifffile
+
+    if page.compression != 1 and page.compression not in tifffile.TIFF.DECOMPRESSORS:
+        raise SlideOpenError(
+            f"{path}: level {level} uses TIFF compression {int(page.compression)}, which this "
+            "plugin cannot decode; convert the file (e.g. with bfconvert or vips) to JPEG tiles."
+        )
+    offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+    counts = np.asarray(page.databytecounts, dtype=np.int64)
+    expected = int(np.prod(page.chunked)) if not page.is_ndpi else len(offsets)
+    if len(offsets) != len(counts) or len(offsets) != expected:
+        raise SlideOpenError(
+            f"{path}: level {level} declares {tuple(page.shape)} px in {expected} tiles/strips but "
+            f"stores {len(offsets)} offsets and {len(counts)} byte counts; the file is corrupt."
+        )
+    bad = (counts > 0) & ((offsets < 0) | (offsets + counts > file_size))
+    if bad.any():
+        raise SlideOpenError(
+            f"{path}: level {level}: {int(bad.sum())} of {len(bad)} tiles lie past the end of "
+            f"the file ({file_size} bytes); the file is truncated or corrupt. Copy it again."
+        )
+
+
 def _check_tile_tables(path: Path, series, file_size: int) -> None:
-    """Refuse files whose tile/strip tables point past the end (truncated or corrupt)."""
+    """Check every page of every level before anything is read or allocated."""
     for i, lvl in enumerate(series.levels):
+        if 0 in tuple(lvl.shape):
+            raise SlideOpenError(f"{path}: the image is empty (level {i} shape {tuple(lvl.shape)})")
         for page in lvl.pages:
-            if page is None or not hasattr(page, "dataoffsets"):
-                continue
-            offsets = np.asarray(page.dataoffsets, dtype=np.int64)
-            counts = np.asarray(page.databytecounts, dtype=np.int64)
-            if len(offsets) != len(counts):
-                raise SlideOpenError(
-                    f"{path}: level {i} has {len(offsets)} tile offsets but {len(counts)} byte counts"
-                )
-            bad = (counts > 0) & ((offsets < 0) | (offsets + counts > file_size))
-            if bad.any():
-                raise SlideOpenError(
-                    f"{path}: level {i}: {int(bad.sum())} of {len(bad)} tiles lie past the end of "
-                    f"the file ({file_size} bytes); the file is truncated or corrupt. Copy it again."
-                )
+            if page is not None and hasattr(page, "dataoffsets"):
+                _check_page(path, i, page, file_size)
 
 
 def _levels(path: Path, series) -> list[da.Array]:
@@ -126,10 +141,17 @@ def _levels(path: Path, series) -> list[da.Array]:
     arrays = [z[str(i)] for i in range(len(series.levels))] if len(series.levels) > 1 else [z]
     levels = []
     for arr, lvl in zip(arrays, series.levels):
-        d = da.from_zarr(arr) if arr.ndim else None
-        if d is None or 0 in d.shape:
-            raise SlideOpenError(f"{path}: level with empty shape {tuple(arr.shape)}")
-        levels.append(merge_small_chunks(to_rgb_uint8(d, lvl.axes)))
+        if arr.ndim < 2 or 0 in arr.shape:
+            raise SlideOpenError(f"{path}: the image is empty (shape {tuple(arr.shape)})")
+        chunks = merged_chunks(arr.shape, arr.chunks) if lvl.axes == "YXS" else arr.chunks
+        d = da.from_array(
+            NamedErrors(arr, path, len(levels)),
+            chunks=chunks,
+            asarray=False,
+            inline_array=True,
+            name=f"tiff-{id(arr):x}-{len(levels)}",
+        )
+        levels.append(to_rgb_uint8(d, lvl.axes))
     return levels
 
 
