@@ -214,7 +214,7 @@ def _load_vision(base, path: Path) -> bool:
     file = path / VISION_FILE
     if not file.is_file():
         return False
-    module = getattr(base, "model", None)
+    module = getattr(base, "module", None) or getattr(base, "model", None)
     if module is None:
         raise ValueError(
             f"{file}: the base encoder exposes no torch model to load tuned vision weights into"
@@ -257,3 +257,20 @@ def load_finetuned(path: str | Path, device: str | None = None, precision: str =
         )
     tuned = _load_vision(base, path)
     return FinetunedEncoder(base, meta, emb, path, tuned_vision=tuned)
+
+
+def detect(spec: str) -> bool:
+    """``get_encoder`` registry hook: a directory holding ``finetune_config.json``."""
+    return is_finetuned_dir(spec)
+
+
+def load(spec: str, device: str | None = None, precision: str = "auto") -> FinetunedEncoder:
+    """``get_encoder`` registry hook (raises ``ModelLoadError`` with the reason)."""
+    from napari_mrplip.models.errors import ModelLoadError
+
+    try:
+        return load_finetuned(spec, device=device, precision=precision)
+    except ModelLoadError:
+        raise
+    except ValueError as e:
+        raise ModelLoadError(str(e)) from e

@@ -1,0 +1,134 @@
+"""Classification metrics for fine-tuning: balanced accuracy, per-class recall, confusion matrix.
+
+Pure numpy (matplotlib only inside :func:`plot_confusion`, with the Agg backend), so the
+widget and the CLI can compute and draw them without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ClassificationReport:
+    """Held-out metrics of a classifier.
+
+    Attributes
+    ----------
+    class_names : list of str
+        The C class names, in label order.
+    confusion : list of list of int
+        ``(C, C)`` counts; row = true class, column = predicted class.
+    recall : dict of str to float
+        Per-class recall (NaN-free: classes absent from the split are left out).
+    balanced_accuracy : float
+        Mean recall over the classes present in the split.
+    accuracy : float
+        Fraction of correct predictions.
+    n : int
+        Number of evaluated examples.
+    """
+
+    class_names: list[str]
+    confusion: list[list[int]]
+    recall: dict[str, float]
+    balanced_accuracy: float
+    accuracy: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line per metric, for logs and the CLI."""
+        rec = ", ".join(f"{k}={v:.3f}" for k, v in self.recall.items())
+        return (
+            f"balanced accuracy {self.balanced_accuracy:.3f} (accuracy {self.accuracy:.3f}, "
+            f"n={self.n}); recall: {rec}"
+        )
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``(C, C)`` int64 counts, rows = true labels, columns = predictions."""
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in length")
+    if y_true.size and (
+        min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n_classes
+    ):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+
+
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    """``(C,)`` recall per class; NaN for classes with no true examples."""
+    support = cm.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Mean per-class recall over the classes present in ``y_true``."""
+    rec = per_class_recall(confusion_matrix(y_true, y_pred, n_classes))
+    if np.all(np.isnan(rec)):
+        raise ValueError("balanced accuracy of an empty split is undefined")
+    return float(np.nanmean(rec))
+
+
+def evaluate(
+    y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]
+) -> ClassificationReport:
+    """All metrics for predictions ``y_pred`` against labels ``y_true`` (both ``(N,)`` int)."""
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    rec = per_class_recall(cm)
+    n = int(cm.sum())
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty held-out split")
+    return ClassificationReport(
+        class_names=list(class_names),
+        confusion=cm.tolist(),
+        recall={c: float(r) for c, r in zip(class_names, rec) if not np.isnan(r)},
+        balanced_accuracy=float(np.nanmean(rec)),
+        accuracy=float(np.trace(cm) / n),
+        n=n,
+    )
+
+
+def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
+    """Draw the confusion matrix (row-normalised colours, counts written) to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(report.confusion, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    c = len(report.class_names)
+    fig = Figure(figsize=(1.6 + 0.9 * c, 1.2 + 0.8 * c), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(c):
+        for j in range(c):
+            ax.text(
+                j,
+                i,
+                int(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(c), report.class_names, rotation=30, ha="right")
+    ax.set_yticks(range(c), report.class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"balanced accuracy {report.balanced_accuracy:.3f}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
