@@ -112,8 +112,14 @@ class TileGrid:
 
 
 def _read_plan(slide: Slide, tile_level0: float, out_px: int) -> tuple[int, int]:
-    """Level to read from (not coarser than needed) and the tile side at that level."""
-    level = slide.best_level_for_downsample(tile_level0 / out_px)
+    """Level to read from (not coarser than needed) and the tile side at that level.
+
+    Only levels stored in the file are used (``metadata["native_levels"]``): levels a
+    backend synthesises lazily cost a whole-region downsample per read, while reading the
+    finer stored level and resizing one tile is cheap.
+    """
+    native = int(slide.metadata.get("native_levels", len(slide.levels)) or 1)
+    level = min(slide.best_level_for_downsample(tile_level0 / out_px), native - 1)
     read_px = max(1, int(round(tile_level0 / slide.downsamples[level])))
     if abs(read_px - out_px) <= 1:
         read_px = out_px  # rounding noise (0.499 vs 0.5 µm/px): no resampling
@@ -166,7 +172,8 @@ def make_grid(
         raise ValueError(f"{slide.path}: level {level} does not exist (0..{len(slide.levels) - 1})")
     tile = out_px * slide.downsamples[level]
     mpp = None if slide.mpp is None else slide.mpp * slide.downsamples[level]
-    return TileGrid(w, h, tile, k, level, out_px, out_px, mpp)
+    read_level, read_px = _read_plan(slide, tile, out_px)
+    return TileGrid(w, h, tile, k, read_level, read_px, out_px, mpp)
 
 
 def tissue_tiles(

@@ -1,0 +1,128 @@
+"""``mrplip heatmap SLIDE... --prompt TEXT [...] --out PATH``: heatmaps written as OME-TIFF/Zarr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the ``mrplip heatmap`` options."""
+    parser.add_argument("slides", nargs="+", metavar="SLIDE", help="whole-slide image files")
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="a prompt (one output channel, in order); 'a|b' = synonyms; repeat",
+    )
+    parser.add_argument(
+        "--background",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="background/negative prompt competing in the softmax; repeatable",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="output .ome.tif or .ome.zarr (one slide) or a directory (several)",
+    )
+    parser.add_argument(
+        "--model",
+        default="mrplip-demo",
+        metavar="DIR|NAME",
+        help="model: 'mrplip-demo' (embedded), a checkpoint or open_clip/PLIP/CONCH dir",
+    )
+    parser.add_argument("--mpp", type=float, default=None, help="µm/px to score at (default 0.5)")
+    parser.add_argument(
+        "--slide-mpp",
+        type=float,
+        default=None,
+        help="level-0 µm/px for slides whose metadata lacks it",
+    )
+    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
+    parser.add_argument("--batch-size", type=int, default=None, help="tiles per model call")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=0.0,
+        help="tile overlap fraction, rounded to 1-1/k (0.5, 0.75)",
+    )
+    parser.add_argument("--mode", choices=("softmax", "cosine"), default="softmax")
+    parser.add_argument("--workers", type=int, default=2, help="tile-decoding threads")
+    parser.add_argument(
+        "--cache", default=None, metavar="DIR", help="on-disk embedding cache (see 'mrplip embed')"
+    )
+    parser.add_argument(
+        "--all-tiles", action="store_true", help="score glass too (default: tissue tiles only)"
+    )
+    parser.add_argument(
+        "--geojson",
+        type=float,
+        default=None,
+        metavar="THRESHOLD",
+        help="also write regions with score >= THRESHOLD as QuPath GeoJSON",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("ome.tif", "ome.zarr"),
+        default="ome.tif",
+        help="file format when --out is a directory",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="dask.distributed scheduler to spread slides over",
+    )
+
+
+def job_from_args(args: argparse.Namespace):
+    """Map parsed arguments onto :class:`HeatmapJob` (the one place that reads ``args``)."""
+    from napari_mrplip.heatmap.jobs import HeatmapJob
+
+    return HeatmapJob(
+        slides=tuple(args.slides), out=args.out, prompts=tuple(args.prompt),
+        background=tuple(args.background), model=args.model, mpp=args.mpp,
+        slide_mpp=args.slide_mpp, device=args.device, batch_size=args.batch_size,
+        overlap=args.overlap, mode=args.mode, workers=args.workers, cache_dir=args.cache,
+        tissue_only=not args.all_tiles, geojson_threshold=args.geojson,
+        out_suffix="." + args.format,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``mrplip heatmap``; 0 when every slide was written, 1 if some failed, 2 on bad input."""
+    from napari_mrplip.heatmap.batching import DeviceUnavailableError
+    from napari_mrplip.heatmap.jobs import (
+        ModelUnavailableError,
+        load_encoder,
+        output_paths,
+        run_job,
+    )
+    from napari_mrplip.heatmap.prompts import PromptError, validate_prompts
+
+    job = job_from_args(args)
+    try:
+        validate_prompts(job.prompts, job.background)
+        if job.mode == "softmax" and len(job.prompts) + len(job.background) < 2:
+            raise PromptError("softmax needs two prompts in total: add --prompt or --background "
+                              "(e.g. --background background), or use --mode cosine")  # fmt: skip
+        output_paths(job)
+        if args.scheduler is None:
+            load_encoder(job.model, job.device)  # fail before the first slide
+    except (PromptError, ModelUnavailableError, DeviceUnavailableError, ValueError) as e:
+        print(f"mrplip heatmap: {e}", file=sys.stderr)
+        return 2
+    summaries = run_job(job, scheduler=args.scheduler)
+    failed = 0
+    for s in summaries:
+        if "error" in s:
+            failed += 1
+            print(f"mrplip heatmap: {s['slide']}: {s['error']}", file=sys.stderr)
+        else:
+            print(json.dumps(s, default=str))
+    return 1 if failed else 0

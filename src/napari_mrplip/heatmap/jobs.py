@@ -1,0 +1,186 @@
+"""Batch heatmaps over many slides: typed job config, one-slide worker, dask fan-out.
+
+The CLI maps its arguments onto :class:`HeatmapJob` once; everything below takes the job.
+With a dask.distributed scheduler each slide is one task; a worker process loads the
+encoder once and keeps it (``_ENCODERS``) for the slides that follow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_mrplip.heatmap.result import HeatmapRequest
+
+log = logging.getLogger(__name__)
+
+_ENCODERS: dict[tuple[str, str], object] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+#: Output suffixes recognised as files (anything else is a directory for many slides).
+SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".ome.zarr", ".zarr")
+
+
+class ModelUnavailableError(RuntimeError):
+    """The encoder named by ``--model`` could not be loaded."""
+
+
+@dataclass(frozen=True)
+class HeatmapJob:
+    """What ``mrplip heatmap`` does, as data.
+
+    Attributes
+    ----------
+    slides : tuple of str
+        Slide paths.
+    out : str
+        Output file (one slide) or directory (several slides; one ``<stem>.ome.tif`` each).
+    prompts, background : tuple of str
+        Output channels (in order) and extra softmax competitors.
+    model : str
+        Encoder spec for ``models.encoders.get_encoder``.
+    mpp : float or None
+        µm/px to score at (None: the model's own, 0.5 by default).
+    slide_mpp : float or None
+        Level-0 µm/px for slides whose metadata lacks it.
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+    """
+
+    slides: tuple[str, ...]
+    out: str
+    prompts: tuple[str, ...]
+    background: tuple[str, ...] = ()
+    model: str = "mrplip-demo"
+    mpp: float | None = None
+    slide_mpp: float | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    overlap: float = 0.0
+    mode: str = "softmax"
+    workers: int = 2
+    cache_dir: str | None = None
+    tissue_only: bool = True
+    geojson_threshold: float | None = None
+    out_suffix: str = ".ome.tif"
+    extra: dict = field(default_factory=dict)
+
+
+def load_encoder(spec: str, device: str):
+    """The encoder for ``spec`` on ``device``, loaded once per process."""
+    from napari_mrplip.heatmap.batching import resolve_device
+
+    dev = resolve_device(device)
+    with _ENCODERS_LOCK:
+        if (spec, dev) in _ENCODERS:
+            return _ENCODERS[(spec, dev)]
+        try:
+            from napari_mrplip.models.encoders import get_encoder
+        except ImportError as e:
+            raise ModelUnavailableError(
+                f"cannot load model {spec!r}: the model loaders are not installed ({e})"
+            ) from e
+        try:
+            enc = get_encoder(spec, device=dev)
+        except (ValueError, OSError) as e:
+            raise ModelUnavailableError(f"cannot load model {spec!r}: {e}") from e
+        _ENCODERS[(spec, dev)] = enc
+        return enc
+
+
+def output_paths(job: HeatmapJob) -> list[Path]:
+    """One output path per slide: ``out`` itself for one slide with a file suffix."""
+    out = Path(job.out)
+    is_file = any(out.name.lower().endswith(s) for s in SUFFIXES)
+    if len(job.slides) == 1 and is_file:
+        return [out]
+    if is_file:
+        raise ValueError(
+            f"--out {out} names a file but {len(job.slides)} slides were given; "
+            "pass a directory to get one heatmap per slide"
+        )
+    names = [Path(s).name.split(".")[0] for s in job.slides]
+    if len(set(names)) != len(names):
+        names = [f"{i:03d}_{n}" for i, n in enumerate(names)]
+    return [out / f"{n}{job.out_suffix}" for n in names]
+
+
+def _request(job: HeatmapJob, slide) -> HeatmapRequest:
+    mpp, level = job.mpp, None
+    if slide.mpp is None:
+        warnings.warn(
+            f"{slide.path}: the file states no µm/px, so tiles are scored at pyramid level 0 "
+            "(model input size in level-0 px) and the heatmap has no physical size. Pass "
+            "--slide-mpp with the scanner's µm/px to score at a magnification.",
+            UserWarning,
+            stacklevel=2,
+        )
+        mpp, level = None, 0
+    return HeatmapRequest(
+        prompts=job.prompts, background=job.background, target_mpp=mpp, level=level,
+        overlap=job.overlap, mode=job.mode, tissue_only=job.tissue_only,
+    )  # fmt: skip
+
+
+def heatmap_one(job: HeatmapJob, slide_path: str, out_path: str, loader: Callable = None) -> dict:
+    """Compute and write one slide's heatmap; returns a summary dict (JSON-able)."""
+    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.export import heatmap_to_geojson, write_heatmap
+    from napari_mrplip.io import open_slide
+
+    encoder = (loader or load_encoder)(job.model, job.device)
+    cache = EmbeddingCache(disk_dir=job.cache_dir) if job.cache_dir else None
+    engine = HeatmapEngine(encoder, cache=cache, batch_size=job.batch_size, workers=job.workers)
+    with open_slide(slide_path, mpp=job.slide_mpp) as slide:
+        result = engine.compute(slide, _request(job, slide))
+    path = write_heatmap(result, out_path)
+    summary = {
+        "slide": str(slide_path), "out": str(path), "tiles": result.total,
+        "encoded": engine.tiles_encoded, "failed_tiles": result.meta.get("failed_tiles", 0),
+        "grid": result.scores.shape[1:], "batch_size": engine.batch_size,
+    }  # fmt: skip
+    if job.geojson_threshold is not None:
+        import json
+
+        gj = Path(str(path).rsplit(".ome.", 1)[0].rsplit(".", 1)[0] + ".geojson")
+        gj.write_text(json.dumps(heatmap_to_geojson(result, job.geojson_threshold)))
+        summary["geojson"] = str(gj)
+    return summary
+
+
+def run_job(job: HeatmapJob, scheduler: str | None = None, loader: Callable = None) -> list:
+    """Heatmaps for every slide, locally in turn or as dask.distributed tasks.
+
+    Returns one summary per slide, or a ``{"slide", "error"}`` dict for slides that failed
+    (a bad slide does not stop the batch).
+    """
+    outs = output_paths(job)
+    if scheduler is None:
+        return [_safe_one(job, s, str(o), loader) for s, o in zip(job.slides, outs)]
+    from distributed import Client
+
+    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    try:
+        futures = [
+            client.submit(_safe_one, job, s, str(o), loader, pure=False)
+            for s, o in zip(job.slides, outs)
+        ]
+        return client.gather(futures)
+    finally:
+        if client is not scheduler:
+            client.close()
+
+
+def _safe_one(job: HeatmapJob, slide_path: str, out_path: str, loader) -> dict:
+    from napari_mrplip.heatmap.prompts import PromptError
+    from napari_mrplip.io.errors import SlideOpenError, TileReadError
+
+    try:
+        return heatmap_one(job, slide_path, out_path, loader)
+    except (SlideOpenError, TileReadError, PromptError, ModelUnavailableError) as e:
+        return {"slide": str(slide_path), "error": str(e)}

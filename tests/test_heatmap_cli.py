@@ -1,0 +1,99 @@
+"""mrplip heatmap / embed: end to end on the CMU SVS with a tiny real model, and dask."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from heatmap_tiny_encoder import TinyClipEncoder
+from napari_mrplip.heatmap import cli as heatmap_cli
+from napari_mrplip.heatmap.jobs import HeatmapJob, output_paths, run_job
+
+_TINY = {}
+
+
+def tiny_loader(spec, device):
+    """Stands in for get_encoder in library-level tests (module-level: picklable for dask)."""
+    if spec not in _TINY:
+        _TINY[spec] = TinyClipEncoder(input_size=32, embed_dim=32)
+    return _TINY[spec]
+
+
+def job(slides, out, **kw):
+    base = dict(prompts=("dense nuclei", "pink stroma"), background=("background",), mpp=4.0,
+                model="tiny")  # fmt: skip
+    base.update(kw)
+    return HeatmapJob(slides=tuple(str(s) for s in slides), out=str(out), **base)
+
+
+def test_cmu_svs_heatmap_written_with_physical_size(cmu_svs, tmp_path):
+    out = tmp_path / "cmu.ome.tif"
+    (summary,) = run_job(job([cmu_svs], out, geojson_threshold=0.4), loader=tiny_loader)
+    assert "error" not in summary, summary
+    with tifffile.TiffFile(out) as tf:
+        arr = tf.series[0].levels[0].asarray()
+        ome = tf.ome_metadata
+    assert arr.shape[0] == 2 and arr.dtype == np.float32
+    assert (arr >= 0).all() and (arr <= 1).all() and arr.max() > 0
+    assert 'Name="dense nuclei"' in ome
+    # written extent covers the slide (2220 x 2967 px at 0.499 µm/px) within one tile step
+    phys = float(ome.split('PhysicalSizeX="')[1].split('"')[0])
+    step_um = 32 * 4.0
+    assert abs(arr.shape[2] * phys - 2220 * 0.499) <= step_um
+    assert abs(arr.shape[1] * phys - 2967 * 0.499) <= step_um
+    gj = json.loads((tmp_path / "cmu.geojson").read_text())
+    assert gj["type"] == "FeatureCollection"
+
+
+def test_many_slides_to_directory_and_bad_slide_reported(cmu_svs, tmp_path):
+    bad = tmp_path / "not_a_slide.svs"
+    bad.write_bytes(b"garbage" * 10)
+    res = run_job(job([cmu_svs, bad], tmp_path / "out"), loader=tiny_loader)
+    assert "error" not in res[0] and "not_a_slide" in res[1]["error"]
+    assert (tmp_path / "out" / "CMU-1-Small-Region.ome.tif").exists()
+    with pytest.raises(ValueError, match="directory"):
+        output_paths(job([cmu_svs, cmu_svs], tmp_path / "x.ome.tif"))
+
+
+@pytest.mark.slow
+def test_dask_local_cluster(cmu_svs, tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        res = run_job(job([cmu_svs], tmp_path / "d", out_suffix=".ome.zarr"), client, tiny_loader)
+    assert "error" not in res[0], res
+    assert (tmp_path / "d" / "CMU-1-Small-Region.ome.zarr" / "zarr.json").exists()
+
+
+def parse(argv):
+    p = argparse.ArgumentParser()
+    heatmap_cli.configure(p)
+    return p.parse_args(argv)
+
+
+def test_cli_rejects_bad_input_clearly(cmu_svs, tmp_path, capsys):
+    assert heatmap_cli.run(parse([str(cmu_svs), "--out", str(tmp_path / "a.ome.tif")])) == 2
+    assert "no prompts" in capsys.readouterr().err
+    args = parse([str(cmu_svs), "--prompt", "tumour", "--out", str(tmp_path / "a.ome.tif")])
+    assert heatmap_cli.run(args) == 2
+    assert "two prompts" in capsys.readouterr().err
+    args = parse([str(cmu_svs), "--prompt", "a", "--prompt", "b", "--model",
+                  str(tmp_path / "nope"), "--device", "cpu", "--out", str(tmp_path / "a.ome.tif")])  # fmt: skip
+    assert heatmap_cli.run(args) == 2
+    assert "cannot load model" in capsys.readouterr().err
+
+
+def test_cli_no_gpu_message(cmu_svs, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    args = parse([str(cmu_svs), "--prompt", "a", "--prompt", "b", "--device", "cuda",
+                  "--out", str(tmp_path / "a.ome.tif")])  # fmt: skip
+    assert heatmap_cli.run(args) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
