@@ -106,7 +106,9 @@ def test_sampler_shards_equal_the_single_process_batch():
 
 def test_sampler_covers_each_epoch_once_and_resumes_exactly():
     full = list(StepBatchSampler(10, 5, total_steps=6, seed=4))
-    flat = [i for batch in full for i in batch]
+    flat = [i for batch in full for _, i in batch]
+    epochs = [e for batch in full for e, _ in batch]
+    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == 2
     for epoch in range(3):
         assert sorted(flat[epoch * 10 : (epoch + 1) * 10]) == list(range(10))
     assert flat[:10] != flat[10:20]  # reshuffled each epoch

@@ -8,7 +8,11 @@ import torch
 
 from .config import PretrainConfig
 from .distributed import DistInfo, barrier
-from .sampler import StepBatchSampler
+from .sampler import EpochIndexed, StepBatchSampler
+from .slides import resolve_slides
+
+#: Keywords per bag fed to CVTA (the manifest keeps them all).
+MAX_KEYWORDS = 16
 
 
 def make_captioner(spec: str):
@@ -24,58 +28,78 @@ def manifest_path(cfg: PretrainConfig) -> Path:
     return cfg.manifest if cfg.manifest is not None else cfg.out / "manifest.jsonl"
 
 
+def _mpp_overrides(slides: list[str], slide_mpp: float | None) -> dict[str, float | None]:
+    """``--slide-mpp`` for the slides whose files record no µm/px (others keep theirs).
+
+    Opening each slide here also turns a missing or unreadable file into a clean
+    ``SlideOpenError`` before any captioning starts.
+    """
+    from napari_mrplip.io import open_slide
+
+    out: dict[str, float | None] = {}
+    for path in slides:
+        with open_slide(path) as slide:
+            out[path] = slide_mpp if slide.mpp is None else None
+    return out
+
+
 def prepare_manifest(cfg: PretrainConfig, model_cfg, info: DistInfo) -> Path:
-    """Build (or reuse the cached) bag manifest on rank 0; the other ranks wait for it."""
+    """Build (or reuse the cached) bag manifest on rank 0; the other ranks wait for it.
+
+    Raises
+    ------
+    napari_mrplip.io.MissingMppError
+        A slide records no µm/px and ``--slide-mpp`` was not given.
+    """
     from napari_mrplip.data.manifest import build_manifest
 
     path = manifest_path(cfg)
     if info.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
+        slides = resolve_slides(cfg.slides, path.parent / "slides")
         build_manifest(
-            cfg.slides,
+            slides,
             path,
             make_captioner(cfg.captioner),
-            n_parents=cfg.parents_per_slide,
+            n_parents_per_slide=cfg.parents_per_slide,
             magnifications=cfg.magnifications,
             tile_px=cfg.tile_px or model_cfg.image_size,
-            children_per_parent=cfg.children_per_parent,
             seed=cfg.seed,
-            slide_mpp=cfg.slide_mpp,
+            slide_mpp=_mpp_overrides(slides, cfg.slide_mpp),
+            children_per_parent=cfg.children_per_parent,
+            progress=cfg.progress_bar,
         )
     barrier(info)
     return path
 
 
 def build_loader(
-    cfg: PretrainConfig, model_cfg, manifest: Path, info: DistInfo, micro: int, start_step: int
-):
+    cfg: PretrainConfig, model_cfg, manifest: Path, info: DistInfo, start_step: int
+) -> tuple[torch.utils.data.DataLoader, StepBatchSampler]:
     """This rank's DataLoader over micro-batches from ``start_step`` on, and its sampler."""
     from napari_mrplip.data.dataset import BagDataset, collate_bags
     from napari_mrplip.models.tokenizer import get_tokenizer
 
-    tokenizer = get_tokenizer(model_cfg.context_length)
     dataset = BagDataset(
         manifest,
         image_size=model_cfg.image_size,
-        tokenizer=tokenizer,
+        tokenizer=get_tokenizer(model_cfg.context_length),
         context_length=model_cfg.context_length,
         keyword_context_length=model_cfg.keyword_context_length,
+        max_keywords=MAX_KEYWORDS,
         augment=cfg.augment,
         seed=cfg.seed,
-        slide_mpp=cfg.slide_mpp,
     )
     sampler = StepBatchSampler(
         len(dataset), cfg.batch_size, grad_accum=cfg.grad_accum, world_size=info.world_size,
         rank=info.rank, start_step=start_step, total_steps=cfg.max_steps, seed=cfg.seed,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
-        dataset,
+        EpochIndexed(dataset),
         batch_sampler=sampler,
         collate_fn=collate_bags,
         num_workers=cfg.workers,
         pin_memory=info.device.startswith("cuda"),
-        persistent_workers=False,
-        generator=torch.Generator().manual_seed(cfg.seed + start_step),
         prefetch_factor=4 if cfg.workers else None,
     )
     return loader, sampler

@@ -77,7 +77,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
     from napari_mrplip.models.mrplip import build_model
 
     ckpts = _prepare_out(cfg, info)
-    micro = cfg.micro_batch(info.world_size)
+    cfg.micro_batch(info.world_size)  # the global batch must split over ranks x accumulation
     model_cfg = load_config(cfg.model_config)
     manifest = prepare_manifest(cfg, model_cfg, info)
     seed_everything(cfg.seed)  # identical initial weights on every rank
@@ -95,7 +95,7 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
     start_step = 0
     if cfg.resume:
         start_step = int(load_checkpoint(ckpts[-1], model, state, info)["step"])
-    loader, sampler = build_loader(cfg, model_cfg, manifest, info, micro, start_step)
+    loader, sampler = build_loader(cfg, model_cfg, manifest, info, start_step)
     log.emit(
         "start",
         total_steps=cfg.max_steps,

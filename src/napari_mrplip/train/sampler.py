@@ -6,6 +6,9 @@ the ``batch_size`` consecutive stream entries starting at ``s * batch_size``; th
 into ``grad_accum`` micro-batches, each split into ``world_size`` equal contiguous shards.
 So the data a step sees depends only on ``(seed, step)``: resuming at step ``s`` is exact,
 and one process with batch B sees the same bags as W processes with B / W each.
+
+Items are ``(epoch, index)`` pairs so that a dataset can seed its augmentation by
+``(seed, epoch, index)`` (see ``EpochIndexed``) independently of worker assignment.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 
 
 class StepBatchSampler:
-    """Yields this rank's micro-batches (lists of dataset indices) from ``start_step`` on.
+    """Yields this rank's micro-batches (lists of ``(epoch, index)``) from ``start_step`` on.
 
     Parameters
     ----------
@@ -75,15 +78,16 @@ class StepBatchSampler:
                 self._perms = {epoch: list(range(self.num_samples))}
         return self._perms[epoch]
 
-    def global_batch(self, step: int) -> list[int]:
-        """All ``batch_size`` indices of optimizer step ``step`` (every rank's, in order)."""
+    def global_batch(self, step: int) -> list[tuple[int, int]]:
+        """All ``batch_size`` ``(epoch, index)`` items of step ``step`` (every rank's, in order)."""
         first = step * self.batch_size
         out = []
         for i in range(first, first + self.batch_size):
-            out.append(self._perm(i // self.num_samples)[i % self.num_samples])
+            epoch = i // self.num_samples
+            out.append((epoch, self._perm(epoch)[i % self.num_samples]))
         return out
 
-    def micro_batches(self, step: int) -> list[list[int]]:
+    def micro_batches(self, step: int) -> list[list[tuple[int, int]]]:
         """This rank's ``grad_accum`` micro-batches of step ``step``."""
         batch = self.global_batch(step)
         per_micro = self.micro * self.world_size
@@ -93,7 +97,7 @@ class StepBatchSampler:
             out.append(chunk[self.rank * self.micro : (self.rank + 1) * self.micro])
         return out
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.total_steps):
             yield from self.micro_batches(step)
 
@@ -111,3 +115,23 @@ class StepBatchSampler:
             "batch_size": self.batch_size,
             "seed": self.seed,
         }
+
+
+class EpochIndexed:
+    """Dataset view taking ``(epoch, index)`` keys: sets ``dataset.epoch`` then reads ``index``.
+
+    Works in DataLoader workers (each holds its own copy of the dataset), so augmentation
+    seeded by ``(seed, epoch, index)`` is the same whichever worker reads the item.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
