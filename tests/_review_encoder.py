@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+# Imported here, at collection time, on purpose: open_clip pulls torchvision -> torch._dynamo ->
+# triton, and importing triton's LLVM-based extension *after* a napari viewer has created a
+# Mesa (llvmpipe) GL context segfaults under Xvfb. Importing it before any viewer is safe.
+import open_clip  # noqa: F401, E402
+
 
 class TinyClipEncoder:
     """A real open_clip CLIP with 1-layer towers, 32-d embeddings and 32 px input."""
 
     def __init__(self, seed: int = 0, input_size: int = 32):
-        import open_clip
         import torch
         from open_clip.model import CLIPTextCfg, CLIPVisionCfg
         from open_clip.tokenizer import SimpleTokenizer
