@@ -1,0 +1,157 @@
+"""``mrplip finetune``: fine-tune a model on labelled tiles and report held-out metrics.
+
+Examples::
+
+    mrplip finetune --model mrplip-demo --data annotations.geojson --slide slide.svs --out ft/
+    mrplip finetune --model mrplip-demo --data tiles/ --mode prompt --out ft/
+    mrplip finetune --model mrplip-demo --stain-labels CMU-1-Small-Region.svs \\
+        --val-slide OS-1-detail.ome.tif --mode linear --out ft/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .finetune_config import MODES, FinetuneConfig
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add ``mrplip finetune``'s options to ``parser``."""
+    parser.add_argument(
+        "--model", default="mrplip-demo", help="base model spec (default: mrplip-demo)"
+    )
+    src = parser.add_argument_group("training data (one of)")
+    src.add_argument(
+        "--data", help="QuPath GeoJSON (with --slide) or a folder of class subfolders of tiles"
+    )
+    src.add_argument("--slide", help="the slide a GeoJSON's level-0 coordinates refer to")
+    src.add_argument(
+        "--stain-labels",
+        nargs="+",
+        metavar="SLIDE",
+        help="label every tile of these slides from stain statistics",
+    )
+    parser.add_argument(
+        "--val-slide", help="held-out slide (labelled by --val-data or by stain statistics)"
+    )
+    parser.add_argument("--val-data", help="GeoJSON labelling --val-slide")
+    parser.add_argument("--mode", choices=MODES, default="linear")
+    parser.add_argument("--out", required=True, help="output checkpoint directory")
+    parser.add_argument(
+        "--mpp", type=float, default=0.5, help="tile µm/px (default 0.5, about 20x)"
+    )
+    parser.add_argument(
+        "--slide-mpp", type=float, help="level-0 µm/px for slides whose file has none"
+    )
+    parser.add_argument(
+        "--tile-px", type=int, help="tile side in px at --mpp (default: the model's input size)"
+    )
+    parser.add_argument(
+        "--stride",
+        type=float,
+        default=1.0,
+        help="tile stride as a fraction of the tile (stain labels)",
+    )
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--val-fraction", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-ctx", type=int, default=4, help="context tokens (prompt mode)")
+    parser.add_argument(
+        "--unfreeze-blocks", type=int, default=2, help="vision blocks trained (partial mode)"
+    )
+    parser.add_argument("--name", help="name in the model catalogue")
+    parser.add_argument(
+        "--no-register", action="store_true", help="do not add the result to the model catalogue"
+    )
+
+
+def _config(args) -> FinetuneConfig:
+    return FinetuneConfig(
+        model=args.model, mode=args.mode, out_dir=args.out, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, device=args.device, val_fraction=args.val_fraction,
+        seed=args.seed, n_ctx=args.n_ctx, unfreeze_blocks=args.unfreeze_blocks, name=args.name,
+        register=not args.no_register,
+    )  # fmt: skip
+
+
+def _open(path: str, slide_mpp: float | None):
+    from napari_mrplip.io import open_slide
+
+    return open_slide(path, mpp=slide_mpp)
+
+
+def load_training_data(args, tile_px: int):
+    """The training :class:`LabelledTiles` named by ``--data/--slide/--stain-labels``."""
+    from . import finetune_sources as src
+
+    if args.stain_labels:
+        data = None
+        for path in args.stain_labels:
+            part = src.tiles_from_stain_labels(
+                _open(path, args.slide_mpp), tile_px=tile_px, mpp=args.mpp, stride_frac=args.stride
+            )
+            data = part if data is None else data.extend(part)
+        return data
+    if not args.data:
+        raise ValueError(
+            "give training data: --data GEOJSON --slide SLIDE, --data TILE_FOLDER or --stain-labels SLIDE"
+        )
+    path = Path(args.data)
+    if path.is_dir():
+        return src.tiles_from_folder(path)
+    if not args.slide:
+        raise ValueError(f"{path}: a GeoJSON needs --slide (the slide its coordinates refer to)")
+    return src.tiles_from_geojson(
+        path, _open(args.slide, args.slide_mpp), tile_px=tile_px, mpp=args.mpp
+    )
+
+
+def load_val_data(args, tile_px: int):
+    """Held-out tiles from ``--val-slide`` (``None`` without one: split the training data)."""
+    from . import finetune_sources as src
+
+    if not args.val_slide:
+        return None
+    slide = _open(args.val_slide, args.slide_mpp)
+    if args.val_data:
+        return src.tiles_from_geojson(args.val_data, slide, tile_px=tile_px, mpp=args.mpp)
+    return src.tiles_from_stain_labels(
+        slide, tile_px=tile_px, mpp=args.mpp, stride_frac=min(args.stride, 0.5), min_classes=1
+    )
+
+
+def run(args) -> int:
+    """Run ``mrplip finetune``; 0 on success, 2 on bad input (message on stderr)."""
+    from napari_mrplip.io import SlideOpenError
+    from napari_mrplip.models.encoders import get_encoder
+
+    from .finetune import FinetuneCancelled, finetune
+    from .finetune_data import FinetuneDataError
+
+    try:
+        cfg = _config(args)
+        encoder = get_encoder(cfg.model, device=cfg.device)
+        tile_px = args.tile_px or int(encoder.input_size)
+        data = load_training_data(args, tile_px)
+        val = load_val_data(args, tile_px)
+        print(
+            f"training tiles: {data.counts()}"
+            + (f"; held-out: {val.counts()}" if val is not None else "")
+        )
+        result = finetune(cfg, data, val, encoder=encoder)
+    except (FinetuneDataError, SlideOpenError, ValueError, OSError) as e:
+        print(f"mrplip finetune: {e}", file=sys.stderr)
+        return 2
+    except (FinetuneCancelled, KeyboardInterrupt):
+        print("mrplip finetune: cancelled; nothing saved", file=sys.stderr)
+        return 130
+    print(f"split: {result.split_by} ({result.n_train} train / {result.n_val} held-out tiles)")
+    print(f"fine-tuned ({cfg.mode}): {result.report.summary()}")
+    print(f"zero-shot baseline:  {result.zero_shot.summary()}")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
