@@ -12,7 +12,7 @@ import importlib
 from napari_mrplip.models.errors import ModelLoadError
 
 #: Backend modules in detection order (most specific first).
-BACKENDS = ("mrplip", "conch", "plip", "open_clip_dir", "hf_hub")
+BACKENDS = ("finetuned", "mrplip", "conch", "plip", "open_clip_dir", "hf_hub")
 
 
 def _backend(name: str):
