@@ -42,6 +42,13 @@ MAGNIFICATIONS = {
 OUTPUTS = ("one layer per prompt", "argmax labels")
 
 
+def _import_torch_on_main_thread() -> None:
+    """Import torch and open_clip here first: their first import inside a Qt worker thread
+    crashed the process (segfault in triton's import) with a napari viewer open."""
+    import open_clip  # noqa: F401
+    import torch  # noqa: F401
+
+
 class PanelInputError(ValueError):
     """Bad panel input; the message is shown in the panel's status line."""
 
@@ -51,11 +58,20 @@ def _lines(text: str) -> tuple[str, ...]:
 
 
 class HeatmapWidget(Container):
-    """Prompt heatmap panel. ``viewer`` is injected by napari (npe2)."""
+    """Prompt heatmap panel. ``viewer`` is injected by napari (npe2).
 
-    def __init__(self, viewer, **kwargs):
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    engine_factory : callable, optional
+        ``engine_factory(spec, device, batch_size) -> HeatmapEngine``; the default loads the
+        encoder with ``models.encoders.get_encoder`` (see :meth:`make_engine`).
+    """
+
+    def __init__(self, viewer, engine_factory=None, **kwargs):
         super().__init__(labels=True, **kwargs)
         self.viewer = viewer
+        self.engine_factory = engine_factory or self.make_engine
         self.slide_layer = ComboBox(label="slide", choices=self._slide_choices)
         self.model = ModelPicker(label="model")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
@@ -66,6 +82,7 @@ class HeatmapWidget(Container):
         self.output = ComboBox(label="output", choices=list(OUTPUTS))
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value="inferno")
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=0.45)
+        self.tissue_only = CheckBox(text="tissue only (skip glass)", value=True)
         self.follow = CheckBox(text="follow the view", value=False)
         self.run_view_btn = PushButton(text="Run on view")
         self.run_slide_btn = PushButton(text="Run whole slide")
@@ -77,7 +94,7 @@ class HeatmapWidget(Container):
         self.extend([
             self.slide_layer, self.model, self.device, self.batch_size, self.prompts,
             self.background, self.magnification, self.output, self.colormap, self.opacity,
-            self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
+            self.tissue_only, self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
             self.info, self.legend, self.status,
         ])  # fmt: skip
         self.job: HeatmapJob | None = None
@@ -131,6 +148,7 @@ class HeatmapWidget(Container):
             target_mpp=target_mpp,
             level=level if target_mpp is None else None,
             region_level0=region_level0,
+            tissue_only=bool(self.tissue_only.value),
         )
 
     def run_view(self, value=None) -> HeatmapJob | None:
@@ -164,27 +182,32 @@ class HeatmapWidget(Container):
     def _engine_key(self) -> tuple:
         return (self.model.value, self.device.value, int(self.batch_size.value))
 
+    @staticmethod
+    def make_engine(spec: str, device: str, batch_size: int):
+        """A :class:`HeatmapEngine` over ``get_encoder(spec)`` with an in-memory cache."""
+        from napari_mrplip.heatmap.cache import EmbeddingCache
+        from napari_mrplip.heatmap.engine import HeatmapEngine
+        from napari_mrplip.models.encoders import get_encoder
+
+        encoder = get_encoder(spec, device=None if device == "auto" else device)
+        cache = EmbeddingCache(max_items=200_000)
+        return HeatmapEngine(encoder, cache=cache, batch_size=batch_size or None)
+
     def engine(self, key: tuple | None = None):
         """The engine for the selected model/device/batch, built (and cached) on first use.
 
         Loading a model takes seconds, so this runs in the worker thread.
         """
-        from napari_mrplip.heatmap.cache import EmbeddingCache
-        from napari_mrplip.heatmap.engine import HeatmapEngine
-        from napari_mrplip.models.encoders import get_encoder
-
         key = key or self._engine_key()
         with self._engine_lock:
             if key not in self._engines:
-                spec, device, batch = key
-                encoder = get_encoder(spec, device=None if device == "auto" else device)
-                cache = EmbeddingCache(max_items=200_000)
-                self._engines[key] = HeatmapEngine(encoder, cache=cache, batch_size=batch or None)
+                self._engines[key] = self.engine_factory(*key)
             return self._engines[key]
 
     def start(self, request: HeatmapRequest, layer, slide) -> HeatmapJob:
         """Cancel the running job and start ``request`` in a worker thread."""
         self.cancel()
+        _import_torch_on_main_thread()
         key = self._engine_key()
 
         def produce(cancel: threading.Event):

@@ -42,6 +42,7 @@ class HeatmapJob:
         self.label = label
         self.cancel_event = threading.Event()
         self.results = 0
+        self.last = None
         self.error: BaseException | None = None
         self._finished = False
         self._on_result, self._on_done, self._on_error = on_result, on_done, on_error
@@ -79,6 +80,7 @@ class HeatmapJob:
         if self.cancel_event.is_set():
             return
         self.results += 1
+        self.last = result
         self._on_result(self, result)
 
     def _errored(self, exc: BaseException) -> None:

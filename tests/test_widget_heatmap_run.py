@@ -1,0 +1,214 @@
+"""Prompt heatmap panel end to end in a real viewer: reader -> panel -> engine -> layers.
+
+The model is a real MR-PLIP checkpoint: a randomly initialised ``mrplip-tiny`` saved with
+``models.checkpoint.save_model`` and chosen through the panel's model picker (so it loads
+through ``models.encoders.get_encoder``), plus the embedded ``mrplip-demo`` once it ships.
+Run under Xvfb: ``QT_API=pyqt6 xvfb-run -a .venv/bin/python -m pytest tests/test_widget_heatmap_run.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+PROMPTS = "dense nuclei\npink stroma"
+
+
+@pytest.fixture(scope="module")
+def tiny_mrplip(tmp_path_factory):
+    """A random-weight mrplip-tiny checkpoint directory (no download, no training)."""
+    import torch
+
+    from napari_mrplip.models.checkpoint import save_model
+    from napari_mrplip.models.config import load_config
+    from napari_mrplip.models.mrplip import build_model
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("models") / "tiny-random"
+    save_model(build_model(load_config("mrplip-tiny")), out)
+    return out
+
+
+@pytest.fixture
+def opened(make_napari_viewer, cmu_svs, tmp_path, monkeypatch):
+    """A viewer with the CMU SVS opened through the plugin reader and the panel docked."""
+    monkeypatch.setenv("MRPLIP_HOME", str(tmp_path / "home"))
+    from napari_mrplip._napari.heatmap_widget import HeatmapWidget
+
+    viewer = make_napari_viewer()
+    [slide_layer] = viewer.open(str(cmu_svs), plugin="napari-mrplip")
+    widget = HeatmapWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Prompt heatmap")
+    assert widget.slide_layer.value is slide_layer
+    return viewer, widget, slide_layer
+
+
+def _run(widget, qtbot, start, timeout_ms=240_000):
+    job = start()
+    assert job is not None, widget.status.value
+    qtbot.waitUntil(lambda: job.finished, timeout=timeout_ms)
+    assert job.error is None, widget.status.value
+    return job
+
+
+def _heat_layers(viewer):
+    return [ly for ly in viewer.layers if "mrplip_heatmap" in ly.metadata]
+
+
+def test_two_prompts_make_float_layers_over_the_slide_extent(opened, qtbot, tiny_mrplip):
+    viewer, widget, slide_layer = opened
+    widget.model.value = str(tiny_mrplip)
+    widget.prompts.value = PROMPTS
+    widget.magnification.value = "5x (2 µm/px)"
+    job = _run(widget, qtbot, widget.run_whole_slide)
+    layers = _heat_layers(viewer)
+    assert [ly.name for ly in layers] == ["heatmap: dense nuclei", "heatmap: pink stroma"]
+    step_world = job.last.step_level0 * slide_layer.scale[-1]
+    slide_extent = np.asarray(slide_layer.extent.world)
+    for ly in layers:
+        assert ly.data.dtype == np.float32
+        assert tuple(ly.contrast_limits) == (0.0, 1.0)
+        assert ly.blending == "translucent" and ly.opacity == pytest.approx(0.45)
+        np.testing.assert_allclose(np.asarray(ly.extent.world), slide_extent, atol=step_world)
+        scored = ly.data[~np.isnan(ly.data)]
+        assert scored.size > 0 and scored.min() >= 0 and scored.max() <= 1
+    assert job.results >= 2  # filled in batch by batch
+    assert widget.progress.value == widget.progress.max == job.last.total
+    assert "cpu" in widget.info.value or "cuda" in widget.info.value
+    # re-prompting over embedded tiles encodes no image at all
+    engine = widget.engine()
+    encoded = engine.tiles_encoded
+    widget.prompts.value = "lymphocytes\nfat"
+    _run(widget, qtbot, widget.run_whole_slide)
+    assert engine.tiles_encoded == encoded
+    assert {ly.name for ly in _heat_layers(viewer)} >= {"heatmap: lymphocytes", "heatmap: fat"}
+
+
+def test_argmax_output_is_a_labels_layer_with_legend(opened, qtbot, tiny_mrplip):
+    viewer, widget, _ = opened
+    widget.model.value = str(tiny_mrplip)
+    widget.prompts.value = PROMPTS
+    widget.magnification.value = "2.5x (4 µm/px)"
+    widget.output.value = "argmax labels"
+    _run(widget, qtbot, widget.run_whole_slide)
+    [labels] = _heat_layers(viewer)
+    assert labels.name == "heatmap: argmax"
+    assert labels.metadata["legend"] == {1: "dense nuclei", 2: "pink stroma"}
+    assert set(np.unique(labels.data)) <= {0, 1, 2} and labels.data.max() > 0
+    assert "dense nuclei" in widget.legend.value and "pink stroma" in widget.legend.value
+
+
+def test_bad_model_is_reported_in_the_panel(opened, qtbot, tmp_path):
+    viewer, widget, _ = opened
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    widget.model.value = str(empty)
+    job = widget.run_whole_slide()
+    qtbot.waitUntil(lambda: job.finished, timeout=120_000)
+    assert job.error is not None
+    assert widget.status.value.startswith("error:") and "not-a-model" in widget.status.value
+    assert not _heat_layers(viewer)
+
+
+def _tissue_vs_glass(widget, slide_layer, result):
+    """Mean score of each prompt on tissue and on glass cells (Otsu mask of the thumbnail)."""
+    from skimage.transform import resize
+
+    from napari_mrplip.tiling.tissue import tissue_mask
+
+    slide = slide_layer.metadata["slide"]
+    canvas = widget.canvas
+    mask = tissue_mask(slide.thumbnail(512))
+    w0, h0 = slide.dimensions
+    rows, cols = canvas.scores.shape[1:]
+    # the fraction of tissue under each grid cell
+    ys = (canvas.origin_level0[1] + (np.arange(rows) + 0.5) * canvas.step_level0) / h0
+    xs = (canvas.origin_level0[0] + (np.arange(cols) + 0.5) * canvas.step_level0) / w0
+    frac = resize(mask.astype(float), (512, 512), order=1)
+    yi = np.clip((ys * 511).round().astype(int), 0, 511)
+    xi = np.clip((xs * 511).round().astype(int), 0, 511)
+    tissue = frac[np.ix_(yi, xi)] > 0.9
+    glass = frac[np.ix_(yi, xi)] < 0.1
+    assert tissue.sum() >= 3 and glass.sum() >= 3
+    return [(np.nanmean(s[tissue]), np.nanmean(s[glass])) for s in canvas.scores]
+
+
+@pytest.mark.slow
+def test_embedded_model_scores_tissue_prompts_higher_on_tissue_than_glass(opened, qtbot):
+    from napari_mrplip.models.checkpoint import is_checkpoint_dir, resolve_checkpoint
+
+    if not is_checkpoint_dir(resolve_checkpoint("mrplip-demo")):
+        pytest.skip("the embedded mrplip-demo weights are not in this checkout yet")
+    viewer, widget, slide_layer = opened
+    widget.model.value = "mrplip-demo"
+    widget.prompts.value = PROMPTS
+    widget.background.value = "background"
+    widget.tissue_only.value = False  # score the glass too
+    widget.magnification.value = "5x (2 µm/px)"
+    job = _run(widget, qtbot, widget.run_whole_slide)
+    for prompt, (on_tissue, on_glass) in zip(
+        PROMPTS.split("\n"), _tissue_vs_glass(widget, slide_layer, job.last)
+    ):
+        assert on_tissue > on_glass, f"{prompt!r}: tissue {on_tissue:.3f} <= glass {on_glass:.3f}"
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.ndim == 3 and shot.shape[2] == 4
+
+
+def _look_at(viewer, x_um: float, y_um: float, zoom: float) -> None:
+    from napari_mrplip._napari.view import camera
+
+    cam = camera(viewer)
+    cam.zoom = zoom
+    cam.center = (y_um, x_um)
+
+
+def test_follow_the_view_encodes_only_new_tiles_and_cancels_superseded_work(
+    opened, qtbot, tiny_mrplip
+):
+    from napari_mrplip._napari.view import view_state
+
+    viewer, widget, slide_layer = opened
+    slide = slide_layer.metadata["slide"]
+    widget.model.value = str(tiny_mrplip)
+    widget.prompts.value = PROMPTS
+    widget.magnification.value = "5x (2 µm/px)"  # fixed lattice whatever the zoom
+    widget.tissue_only.value = False
+    _look_at(viewer, 300, 400, zoom=1.5)
+    widget.follow.value = True  # computes the current view at once
+    first = widget.job
+    qtbot.waitUntil(lambda: first.finished, timeout=240_000)
+    assert first.error is None, widget.status.value
+    engine = widget.engine()
+    after_first = engine.tiles_encoded
+    assert after_first > 0
+    region1 = view_state(viewer, slide_layer, slide).region_level0
+
+    # pan right: the debounced follower starts a new job that encodes only the new tiles
+    _look_at(viewer, 700, 400, zoom=1.5)
+    assert widget.follower.pending
+    qtbot.waitUntil(lambda: widget.job is not first and widget.job.finished, timeout=240_000)
+    second = widget.job
+    assert second.request.region_level0 != region1
+    new_tiles = engine.tiles_encoded - after_first
+    fresh = widget.make_engine(str(tiny_mrplip), "cpu", 0)  # same region from scratch
+    fresh.compute(slide, second.request)
+    assert 0 < new_tiles < fresh.tiles_encoded
+
+    # back to the first view: everything is cached, nothing is encoded
+    before = engine.tiles_encoded
+    _look_at(viewer, 300, 400, zoom=1.5)
+    qtbot.waitUntil(lambda: widget.job is not second and widget.job.finished, timeout=240_000)
+    assert engine.tiles_encoded == before
+
+    # a computation superseded by a view change is cancelled
+    widget.follow.value = False
+    widget.magnification.value = "10x (1 µm/px)"  # a lattice with nothing cached yet
+    big = widget.run_whole_slide()
+    qtbot.waitUntil(lambda: big.results >= 1, timeout=240_000)
+    widget.follow.value = True
+    assert big.cancelled and widget.job is not big
+    qtbot.waitUntil(lambda: big.finished and widget.job.finished, timeout=240_000)
+    assert big.last is None or big.last.done < big.last.total
+    assert widget.job.error is None and not widget.job.cancelled
