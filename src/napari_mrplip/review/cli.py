@@ -105,8 +105,8 @@ def review(cfg: ReviewConfig, out=sys.stdout) -> list:
         doc = read_document(cfg.annotations)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    encoder = get_encoder(cfg.model, device=cfg.device)
-    with open_slide(cfg.slide, mpp=cfg.slide_mpp) as slide:
+    with open_slide(cfg.slide, mpp=cfg.slide_mpp) as slide:  # cheap checks before the model
+        encoder = get_encoder(cfg.model, device=cfg.device)
         scores = score_annotations(
             doc.annotations, slide, encoder, target_mpp=cfg.target_mpp,
             extra_labels=cfg.extra_labels, prompts=cfg.prompts, min_coverage=cfg.min_coverage, max_tiles=cfg.max_tiles,
