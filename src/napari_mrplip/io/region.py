@@ -36,6 +36,9 @@ DECODE_ERRORS = (
 #: A single encoded tile larger than this is treated as corrupt (a 4096² raw RGB tile is 48 MiB).
 MAX_TILE_BYTES = 64 << 20
 
+#: Reads covering at most this many tiles are decoded in the calling thread.
+INLINE_TILES = 4
+_WORKERS = max(1, min(8, (os.cpu_count() or 2)) - 1)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -44,9 +47,7 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(
-                max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="mrplip-tiles"
-            )
+            _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="mrplip-tiles")
         return _POOL
 
 
@@ -143,13 +144,35 @@ class TiffRegionReader:
         r0, r1 = y_level // info.tile_h, (y_level + h - 1) // info.tile_h
         c0, c1 = x_level // info.tile_w, (x_level + w - 1) // info.tile_w
         jobs = [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
-        args = (info, level, x_level, y_level, w, h, out)
-        if len(jobs) == 1:
-            self._paste(*jobs[0], *args)
-        else:
-            for fut in [_pool().submit(self._paste, r, c, *args) for r, c in jobs]:
-                fut.result()
+        self._run(jobs, (info, level, x_level, y_level, w, h, out))
         return out
+
+    def _run(self, jobs: list[tuple[int, int]], args: tuple) -> None:
+        """Decode ``jobs`` (tile row, col): small reads inline; large ones shared with the pool.
+
+        The calling thread works too, pulling tiles from the same queue, so a busy machine that
+        is slow to wake the pool's threads never makes a read slower than a sequential one.
+        """
+        if len(jobs) <= INLINE_TILES:
+            for r, c in jobs:
+                self._paste(r, c, *args)
+            return
+        queue, lock = iter(jobs), threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    job = next(queue, None)
+                if job is None:
+                    return
+                self._paste(*job, *args)
+
+        futures = [_pool().submit(work) for _ in range(min(_WORKERS, len(jobs) - 1))]
+        try:
+            work()
+        finally:
+            for fut in futures:
+                fut.result()
 
     def _paste(self, r, c, info: TiledLevel, level, x, y, w, h, out: np.ndarray) -> None:
         tile = self.decode_tile(info, level, r, c)
