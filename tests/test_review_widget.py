@@ -67,6 +67,14 @@ def test_load_places_annotations_in_world_units(viewer_with_slide, geojson):
         layer.data_to_world(layer.data[0][0]), [(600 - 0.5) * mpp, (400 - 0.5) * mpp]
     )
     assert list(layer.features["label"])[:3] == ["Stroma", "Tumor", "Tumor"]
+    # and back: the layer's shapes give the same annotations (outer rings; parts regrouped)
+    from napari_mrplip._napari.shapes import annotations_from_shapes
+
+    back, notes = annotations_from_shapes(layer, slide_layer)
+    assert notes == [] and [a.id for a in back] == [a.id for a in widget.annotations]
+    for a, b in zip(widget.annotations, back):
+        assert a.label == b.label and a.geometry.geom_type == b.geometry.geom_type
+        assert np.allclose(a.geometry.bounds, b.geometry.bounds, atol=1e-3)
 
 
 def test_score_review_with_keys_autosave_restore_and_save(
