@@ -93,6 +93,7 @@ class ReviewWidget(Container):
         self.relabel_btn.changed.connect(lambda *_: self.relabel())
         self.flag_btn.changed.connect(lambda *_: self.flag())
         self.save_btn.changed.connect(lambda *_: self.save())
+        self.extra_labels.changed.connect(lambda *_: self.relabel_to.reset_choices())
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
 
