@@ -174,3 +174,21 @@ def test_embed_tiles_cached(encoder):
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     c = eng.embed_tiles(slide, 0, boxes[:1])
     assert c.shape == (1, 32)
+
+
+def test_similarity_cache_gives_same_scores_as_fresh(encoder):
+    slide = tissue_slide(seed=8)
+    eng = HeatmapEngine(encoder)
+    eng.compute(slide, request(prompts=("dense nuclei", "pink stroma")))
+    mixed = eng.compute(slide, request(prompts=("pink stroma", "fat", "dense nuclei")))
+    fresh = HeatmapEngine(encoder, cache=eng.cache).compute(
+        slide, request(prompts=("pink stroma", "fat", "dense nuclei"))
+    )
+    np.testing.assert_allclose(mixed.scores, fresh.scores, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_first_batch_is_small_for_a_quick_first_partial(encoder):
+    slide = tissue_slide(seed=9)
+    eng = HeatmapEngine(encoder, batch_size=64)
+    first = next(iter(eng.run(slide, request(tissue_only=False))))
+    assert first.done == 8 and first.total > 64

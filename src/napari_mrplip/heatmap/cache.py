@@ -126,6 +126,42 @@ class EmbeddingCache:
                     filled[dst] = blk.filled[src]
         return emb, filled
 
+    def map_filled(self, key: GridKey, r0: int, r1: int, c0: int, c1: int, fn, n_out: int):
+        """Apply ``fn`` to the cached embeddings of tiles ``[r0, r1) x [c0, c1)`` in place.
+
+        No dense ``(R, C, D)`` copy is made: ``fn`` sees each block's embeddings as a
+        ``(BLOCK**2, D)`` view and returns ``(BLOCK**2, n_out)``. This is what makes a new
+        prompt over 100,000 cached tiles one pass of small matrix products.
+
+        Returns
+        -------
+        out : np.ndarray
+            ``(n_out, r1-r0, c1-c0)`` float32, NaN where not cached.
+        filled : np.ndarray
+            ``(r1-r0, c1-c0)`` bool.
+        """
+        out = np.full((n_out, r1 - r0, c1 - c0), np.nan, np.float32)
+        filled = np.zeros((r1 - r0, c1 - c0), bool)
+        with self._lock:
+            for br in range(r0 // BLOCK, -(-r1 // BLOCK)):
+                for bc in range(c0 // BLOCK, -(-c1 // BLOCK)):
+                    blk = self._block(key, br, bc)
+                    rs, re_ = max(r0, br * BLOCK), min(r1, (br + 1) * BLOCK)
+                    cs, ce = max(c0, bc * BLOCK), min(c1, (bc + 1) * BLOCK)
+                    src = (
+                        slice(rs - br * BLOCK, re_ - br * BLOCK),
+                        slice(cs - bc * BLOCK, ce - bc * BLOCK),
+                    )
+                    sub = blk.filled[src]
+                    if not sub.any():
+                        continue
+                    dst = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
+                    vals = fn(blk.emb.reshape(BLOCK * BLOCK, -1)).reshape(BLOCK, BLOCK, n_out)
+                    vals = np.moveaxis(vals[src], -1, 0)
+                    out[(slice(None), *dst)] = np.where(sub, vals, np.nan)
+                    filled[dst] = sub
+        return out, filled
+
     def put(self, key: GridKey, rows: np.ndarray, cols: np.ndarray, emb: np.ndarray) -> None:
         """Store ``emb`` ``(N, D)`` for tiles at ``rows``, ``cols`` ``(N,)`` of the lattice."""
         rows, cols = np.asarray(rows), np.asarray(cols)

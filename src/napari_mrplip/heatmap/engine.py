@@ -17,21 +17,24 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from napari_mrplip.io.slide import Slide
-from napari_mrplip.tiling.grid import TileGrid, make_grid
+from napari_mrplip.tiling.grid import TileGrid, make_grid, tissue_tiles
 from napari_mrplip.tiling.tissue import tissue_mask
 
 from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
 from .cache import EmbeddingCache, GridKey, slide_id
-from .passes import Pass, assemble, children_range, make_pass, parent_range, score_cached
+from .passes import Pass, assemble, children_range, make_pass, parent_range
 from .prompts import PromptEmbedder, PromptError, validate_prompts
 from .reader import TileReader, read_tile, resize_tile
 from .result import HeatmapRequest, HeatmapResult
-from .scoring import DEFAULT_FUSION, prompt_scores
+from .scoring import DEFAULT_FUSION
+from .similarity import PromptScorer, SimilarityCache
 
 log = logging.getLogger(__name__)
 
 #: µm/px scored at when a request names neither a µm/px nor a level (20x).
 DEFAULT_MPP = 0.5
+#: Size of the very first batch of a run (a quick first partial result).
+FIRST_BATCH = 8
 #: Thumbnail size for the tissue mask.
 THUMB_PX = 1024
 
@@ -59,7 +62,9 @@ class HeatmapEngine:
         self.batcher = AdaptiveBatcher(encoder, batch_size or default_batch_size(self.device))
         self.workers = max(1, int(workers))
         self.prompts = PromptEmbedder(encoder)
+        self.sims = SimilarityCache()
         self._masks: dict[str, np.ndarray] = {}
+        self._lattice_tissue: dict[tuple[str, str], np.ndarray] = {}
         self._lock = threading.Lock()
         self.tiles_encoded = 0
 
@@ -104,11 +109,21 @@ class HeatmapEngine:
                 self._masks[sid] = tissue_mask(slide.thumbnail(THUMB_PX))
             return self._masks[sid]
 
-    def _passes(self, slide, request, grid, tile_range, weights, n_prompts) -> dict[str, Pass]:
-        mask = self._mask(slide) if request.tissue_only else None
-        own = make_pass(
-            "self", grid, self._key(slide, grid), tile_range, self.cache, mask, n_prompts
-        )
+    def _tissue(self, slide: Slide, grid: TileGrid) -> np.ndarray:
+        """``(rows, cols)`` tissue flags of a whole lattice, computed once per slide and grid."""
+        k = (slide_id(slide), grid.key)
+        if k not in self._lattice_tissue:
+            mask = self._mask(slide)
+            rr, cc = np.mgrid[0 : grid.shape[0], 0 : grid.shape[1]]
+            flags = tissue_tiles(grid, rr.ravel(), cc.ravel(), mask).reshape(grid.shape)
+            with self._lock:
+                self._lattice_tissue[k] = flags
+        return self._lattice_tissue[k]
+
+    def _passes(self, slide, request, grid, tile_range, weights, scorer) -> dict[str, Pass]:
+        tissue_of = (lambda g: self._tissue(slide, g)) if request.tissue_only else None
+        key = self._key(slide, grid)
+        own = make_pass("self", grid, key, tile_range, scorer, tissue_of)
         passes = {"self": own}
         if weights is None:
             return passes
@@ -120,7 +135,7 @@ class HeatmapEngine:
             if g is None or w == 0:
                 continue
             key = self._key(slide, g)
-            passes[name] = make_pass(name, g, key, rng(own, g), self.cache, mask, n_prompts)
+            passes[name] = make_pass(name, g, key, rng(own, g), scorer, tissue_of)
         return passes
 
     # -- running ------------------------------------------------------------------------
@@ -152,10 +167,11 @@ class HeatmapEngine:
         cells = grid.cells_for_box(region)
         weights = self.fusion_weights(request)
         n = len(request.prompts)
-        passes = self._passes(slide, request, grid, grid.tiles_for_cells(*cells), weights, n)
         scale = float(getattr(self.encoder, "logit_scale", 100.0))
-        for p in passes.values():
-            score_cached(p, text, n, request.mode, scale)
+        entries = list(request.prompts) + list(request.background)
+        scorer = PromptScorer(self.sims, self.cache, entries, text, n, request.mode, scale)
+        tiles = grid.tiles_for_cells(*cells)
+        passes = self._passes(slide, request, grid, tiles, weights, scorer)
         meta = self._meta(request, grid, weights, passes)
         build = lambda: assemble(  # noqa: E731
             passes,
@@ -171,19 +187,21 @@ class HeatmapEngine:
         if not any(len(t[0]) for t in todo.values()):
             yield build()
             return
+        first = FIRST_BATCH
         for name, p in passes.items():
-            for _ in self._encode_pass(slide, p, *todo[name], text, request.mode, scale, cancel):
+            for _ in self._encode_pass(slide, p, *todo[name], scorer, cancel, first):
+                first = 0
                 if cancel is not None and cancel.is_set():
                     return
                 yield build()
 
-    def _encode_pass(self, slide, p: Pass, rr, cc, text, mode, scale, cancel) -> Iterator[int]:
+    def _encode_pass(self, slide, p: Pass, rr, cc, scorer, cancel, first=0) -> Iterator[int]:
         """Encode a pass's missing tiles batch by batch, storing and scoring each batch."""
         if len(rr) == 0:
             return
         xs, ys = p.grid.origins(rr + p.r0, cc + p.c0)
         reader = TileReader(slide, self.workers, prefetch=2, alloc=tile_allocator(self.device))
-        with contextlib.closing(reader.batches(p.grid, xs, ys, self.batch_size)) as batches:
+        with contextlib.closing(reader.batches(p.grid, xs, ys, self.batch_size, first)) as batches:
             for batch in batches:
                 if cancel is not None and cancel.is_set():
                     return
@@ -201,8 +219,8 @@ class HeatmapEngine:
                     emb = self.batcher.encode(batch.tiles[batch.ok])
                     self.tiles_encoded += len(emb)
                     self.cache.put(p.key, r + p.r0, c + p.c0, emb)
-                    p.emb[r, c], p.filled[r, c] = emb, True
-                    p.scores[:, r, c] = prompt_scores(emb, text, p.scores.shape[0], mode, scale).T
+                    p.filled[r, c] = True
+                    p.scores[:, r, c] = scorer.new_tiles(p.key, r + p.r0, c + p.c0, emb).T
                 yield len(batch.index)
 
     def _meta(self, request, grid: TileGrid, weights, passes) -> dict:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_mrplip.tiling.grid import TileGrid, child_range, parent_index, tissue_tiles
+from napari_mrplip.tiling.grid import TileGrid, child_range, parent_index
 
-from .cache import EmbeddingCache, GridKey
+from .cache import GridKey
 from .result import HeatmapResult
-from .scoring import block_mean, fuse, overlap_average, prompt_scores, smooth
+from .scoring import block_mean, fuse, overlap_average, smooth
 
 
 @dataclass
@@ -25,8 +25,6 @@ class Pass:
 
     Attributes
     ----------
-    emb : np.ndarray
-        ``(R, C, D)`` embeddings (valid where ``filled``).
     filled, tissue, failed : np.ndarray
         ``(R, C)`` bool.
     scores : np.ndarray
@@ -40,7 +38,6 @@ class Pass:
     r1: int
     c0: int
     c1: int
-    emb: np.ndarray
     filled: np.ndarray
     tissue: np.ndarray
     scores: np.ndarray
@@ -69,27 +66,22 @@ def make_pass(
     grid: TileGrid,
     key: GridKey,
     tile_range: tuple[int, int, int, int],
-    cache: EmbeddingCache,
-    mask: np.ndarray | None,
-    n_prompts: int,
+    scorer,
+    tissue_of=None,
 ) -> Pass:
-    """Gather what the cache holds for a tile range; tissue from ``mask`` (None = all)."""
+    """Score what the cache holds for a tile range.
+
+    ``scorer.region(key, tiles)`` gives the cached tiles' scores; ``tissue_of(grid)``
+    returns the lattice's ``(rows, cols)`` tissue mask (None = every tile counts).
+    """
     r0, r1, c0, c1 = tile_range
-    emb, filled = cache.gather(key, r0, r1, c0, c1)
-    if mask is None:
+    scores, filled = scorer.region(key, tile_range)
+    if tissue_of is None:
         tissue = np.ones(filled.shape, bool)
     else:
-        rr, cc = np.mgrid[r0:r1, c0:c1]
-        tissue = tissue_tiles(grid, rr.ravel(), cc.ravel(), mask).reshape(filled.shape)
-    scores = np.full((n_prompts, *filled.shape), np.nan, np.float32)
-    return Pass(name, grid, key, r0, r1, c0, c1, emb, filled, tissue, scores, np.zeros_like(filled))
-
-
-def score_cached(p: Pass, text: np.ndarray, n_prompts: int, mode: str, logit_scale: float):
-    """Score every cached tissue tile of a pass in one matrix product."""
-    sel = p.filled & p.tissue
-    if sel.any():
-        p.scores[:, sel] = prompt_scores(p.emb[sel], text, n_prompts, mode, logit_scale).T
+        tissue = tissue_of(grid)[r0:r1, c0:c1]
+        scores[:, ~tissue] = np.nan
+    return Pass(name, grid, key, r0, r1, c0, c1, filled, tissue, scores, np.zeros_like(filled))
 
 
 def parent_range(own: Pass, parent: TileGrid) -> tuple[int, int, int, int]:

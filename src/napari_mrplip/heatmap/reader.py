@@ -80,19 +80,24 @@ class TileReader:
         self.alloc = alloc or (lambda shape: np.empty(shape, np.uint8))
 
     def batches(
-        self, grid: TileGrid, xs: np.ndarray, ys: np.ndarray, batch_size: int
+        self, grid: TileGrid, xs: np.ndarray, ys: np.ndarray, batch_size: int, first: int = 0
     ) -> Iterator[TileBatch]:
-        """Yield :class:`TileBatch` es for tiles at level-0 corners ``xs``, ``ys`` in order."""
+        """Yield :class:`TileBatch` es for tiles at level-0 corners ``xs``, ``ys`` in order.
+
+        ``first`` (if > 0) makes the first batch smaller, so a first partial result comes
+        quickly; the rest are ``batch_size``.
+        """
         n = len(xs)
-        starts = list(range(0, n, max(1, int(batch_size))))
+        batch_size = max(1, int(batch_size))
+        head = min(first, batch_size) if first > 0 else batch_size
+        bounds = [0, *range(head, n, batch_size), n] if n > head else [0, n]
         pending: deque[tuple[int, list[Future]]] = deque()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mrplip-tiles")
         try:
             nxt = 0
-            while nxt < len(starts) or pending:
-                while nxt < len(starts) and len(pending) < self.prefetch:
-                    s = starts[nxt]
-                    e = min(n, s + batch_size)
+            while nxt < len(bounds) - 1 or pending:
+                while nxt < len(bounds) - 1 and len(pending) < self.prefetch:
+                    s, e = bounds[nxt], bounds[nxt + 1]
                     futs = [
                         pool.submit(read_tile, self.slide, grid, xs[i], ys[i]) for i in range(s, e)
                     ]

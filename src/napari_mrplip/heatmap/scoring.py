@@ -35,20 +35,36 @@ def prompt_scores(
         ``(N, P)`` float32.
     """
     sims = np.asarray(emb, np.float32) @ np.asarray(text, np.float32).T
+    return scores_from_sims(sims, n_prompts, mode, logit_scale, axis=1)
+
+
+def scores_from_sims(
+    sims: np.ndarray, n_prompts: int, mode: str, logit_scale: float, axis: int = 0
+) -> np.ndarray:
+    """Scores from cosine similarities laid out with prompts along ``axis``.
+
+    ``sims`` has P + B entries along ``axis``; the first ``n_prompts`` are returned (see
+    :func:`prompt_scores` for the modes). NaN similarities give NaN scores.
+    """
+    idx = [slice(None)] * sims.ndim
+    idx[axis] = slice(0, n_prompts)
     if mode == "cosine":
-        return np.ascontiguousarray(sims[:, :n_prompts])
+        return np.ascontiguousarray(sims[tuple(idx)], dtype=np.float32)
     if mode != "softmax":
         raise ValueError(f"unknown scoring mode {mode!r}; use 'softmax' or 'cosine'")
-    if text.shape[0] < 2:
+    if sims.shape[axis] < 2:
         raise ValueError(
             "softmax over a single prompt is always 1: add a second prompt or a background "
             "prompt, or use mode='cosine'"
         )
-    logits = sims * np.float32(logit_scale)
-    logits -= logits.max(axis=1, keepdims=True)
+    logits = sims.astype(np.float32) * np.float32(logit_scale)
+    with np.errstate(invalid="ignore"):
+        logits -= logits.max(axis=axis, keepdims=True)
     np.exp(logits, out=logits)
-    logits /= logits.sum(axis=1, keepdims=True)
-    return np.ascontiguousarray(logits[:, :n_prompts])
+    total = logits.sum(axis=axis, keepdims=True)
+    out = logits[tuple(idx)]
+    out /= total
+    return np.ascontiguousarray(out)
 
 
 def overlap_average(tiles: np.ndarray, k: int, tile_origin, cell_range) -> np.ndarray:
@@ -76,6 +92,8 @@ def overlap_average(tiles: np.ndarray, k: int, tile_origin, cell_range) -> np.nd
     r0, c0 = tile_origin
     i0, i1, j0, j1 = cell_range
     p, nr, nc = tiles.shape
+    if k == 1 and i0 >= r0 and j0 >= c0 and i1 - r0 <= nr and j1 - c0 <= nc:
+        return np.array(tiles[:, i0 - r0 : i1 - r0, j0 - c0 : j1 - c0], np.float32)
     total = np.zeros((p, i1 - i0, j1 - j0), np.float64)
     count = np.zeros((1, i1 - i0, j1 - j0), np.float64)
     valid = ~np.isnan(tiles)

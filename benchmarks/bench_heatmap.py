@@ -1,0 +1,189 @@
+"""Heatmap engine benchmark: throughput vs a naive loop, re-prompt latency, first partial.
+
+Run:  .venv/bin/python benchmarks/bench_heatmap.py [--model SPEC] [--device cpu|cuda]
+
+1. tiles/s of ``HeatmapEngine`` (threaded decode + batched encode) against a naive loop
+   (OpenSlide ``read_region`` of one tile, PIL resize, encode at batch 1, repeat) over the
+   same tiles of the CMU SVS with the same model.
+2. latency of a new prompt over 100,000 cached tiles with 10 prompts (9 already embedded):
+   the time from the request to the finished score grid (what the panel turns into layers).
+3. time to the first partial heatmap for a 1920x1080 viewport (1 screen px = 1 level-0 px)
+   on a freshly opened slide (cold: includes the tissue mask) and on a new viewport (warm).
+
+Model: ``--model`` if given, else the embedded ``mrplip-demo``, else a random-weight
+``mrplip-tiny`` (same architecture and cost as the embedded model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CMU = Path(os.environ.get("MRPLIP_SHARED_DATA", ROOT.parent / "shared" / "data")) / (
+    "CMU-1-Small-Region.svs"
+)
+
+
+def load_encoder(spec: str | None, device: str):
+    """The benchmark model and a note saying which it is."""
+    from napari_mrplip.models.encoders import get_encoder
+
+    if spec:
+        return get_encoder(spec, device=device), spec
+    try:
+        return get_encoder("mrplip-demo", device=device), "mrplip-demo (embedded)"
+    except ValueError:
+        from napari_mrplip.models.checkpoint import save_model
+        from napari_mrplip.models.config import load_config
+        from napari_mrplip.models.mrplip import build_model
+
+        out = Path(tempfile.mkdtemp()) / "mrplip-tiny-random"
+        save_model(build_model(load_config("mrplip-tiny")), out)
+        return get_encoder(str(out), device=device), "mrplip-tiny (random weights)"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def bench_throughput(encoder, batch_size: int | None) -> dict:
+    """Engine vs naive loop over every tile of the CMU SVS at 0.5 µm/px."""
+    import openslide
+    from PIL import Image
+
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.io import open_slide
+
+    slide = open_slide(CMU)
+    req = HeatmapRequest(("tumour", "stroma"), ("background",), target_mpp=0.5,
+                         tissue_only=False, fusion=(0.0, 1.0, 0.0))  # fmt: skip
+    encoder.encode_tiles(np.zeros((2, encoder.input_size, encoder.input_size, 3), np.uint8))
+    engine = HeatmapEngine(encoder, batch_size=batch_size)
+    grid = engine.grid_for(slide, req)
+    t = time.perf_counter()
+    res = engine.compute(slide, req)
+    ours = res.total / (time.perf_counter() - t)
+
+    rows, cols = grid.shape
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    xs, ys = grid.origins(rr.ravel(), cc.ravel())
+    osr = openslide.OpenSlide(str(CMU))
+    size = encoder.input_size
+    t = time.perf_counter()
+    for x, y in zip(xs.tolist(), ys.tolist()):
+        tile = osr.read_region((x, y), 0, (grid.read_px, grid.read_px)).convert("RGB")
+        arr = np.asarray(tile.resize((size, size), Image.BILINEAR))
+        encoder.encode_tiles(arr[None])
+    naive = len(xs) / (time.perf_counter() - t)
+    return {"tiles": int(res.total), "ours_tiles_s": ours, "naive_tiles_s": naive,
+            "speedup": ours / naive, "batch_size": engine.batch_size}  # fmt: skip
+
+
+def bench_reprompt(encoder, n_tiles: int = 100_000, n_prompts: int = 10, repeats: int = 5):
+    """A new prompt over ``n_tiles`` cached tiles with ``n_prompts`` prompts."""
+    import dask.array as da
+
+    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.io.slide import Slide
+
+    side = int(np.ceil(np.sqrt(n_tiles)))
+    px = side * encoder.input_size
+    level = da.zeros((px, px, 3), np.uint8, chunks=(4096, 4096, 3))
+    slide = Slide(path=f"/tmp/bench-{px}.svs", levels=[level], mpp=0.5)
+    engine = HeatmapEngine(encoder, cache=EmbeddingCache(max_items=side * side + 4096))
+    base = HeatmapRequest(("a",), ("b",), target_mpp=0.5, tissue_only=False,
+                          fusion=(0.0, 1.0, 0.0))  # fmt: skip
+    grid = engine.grid_for(slide, base)
+    rows, cols = grid.shape
+    rng = np.random.default_rng(0)
+    key = engine._key(slide, grid)
+    for r in range(rows):  # fill the cache row by row (random unit vectors)
+        e = rng.standard_normal((cols, encoder.embed_dim)).astype(np.float32)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        engine.cache.put(key, np.full(cols, r), np.arange(cols), e)
+    old = [f"tissue pattern {i}" for i in range(n_prompts - 1)]
+    engine.prompts.embed(old)
+    times = []
+    for i in range(repeats):
+        req = HeatmapRequest(tuple(old) + (f"new prompt number {i}",), target_mpp=0.5,
+                             tissue_only=False, fusion=(0.0, 1.0, 0.0))  # fmt: skip
+        calls = getattr(encoder, "image_encode_calls", None)
+        t = time.perf_counter()
+        res = engine.compute(slide, req)
+        times.append(time.perf_counter() - t)
+        assert res.complete and getattr(encoder, "image_encode_calls", None) == calls
+    return {"tiles": rows * cols, "prompts": n_prompts, "median_ms": 1e3 * statistics.median(times),
+            "min_ms": 1e3 * min(times)}  # fmt: skip
+
+
+def bench_first_partial(encoder, batch_size: int | None) -> dict:
+    """Time to the first yielded partial result for a 1920x1080 viewport on the CMU SVS."""
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.io import open_slide
+
+    out = {}
+    slide = open_slide(CMU)
+    engine = HeatmapEngine(encoder, batch_size=batch_size)
+    for name, box in (("cold", (0, 0, 1920, 1080)), ("warm", (0, 1500, 1920, 2580))):
+        req = HeatmapRequest(("dense nuclei", "pink stroma"), ("background",),
+                             target_mpp=0.5, region_level0=box)  # fmt: skip
+        t = time.perf_counter()
+        run = engine.run(slide, req)
+        first = next(run)
+        out[f"{name}_ms"] = 1e3 * (time.perf_counter() - t)
+        out[f"{name}_first_done"] = f"{first.done}/{first.total}"
+        run.close()
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--tiles", type=int, default=100_000, help="cached tiles for re-prompt")
+    args = parser.parse_args(argv)
+    encoder, note = load_encoder(args.model, args.device)
+    report = {"machine": machine(), "model": note, "input_px": encoder.input_size,
+              "embed_dim": encoder.embed_dim, "device": str(encoder.device)}  # fmt: skip
+    report["throughput"] = bench_throughput(encoder, args.batch_size)
+    report["reprompt"] = bench_reprompt(encoder, args.tiles)
+    report["first_partial"] = bench_first_partial(encoder, args.batch_size)
+    print(json.dumps(report, indent=2, default=str))
+    t, r, f = report["throughput"], report["reprompt"], report["first_partial"]
+    print(f"\n| measure | result | target |\n| --- | --- | --- |\n"
+          f"| tiles/s, engine vs naive ({t['tiles']} tiles) | {t['ours_tiles_s']:.0f} vs "
+          f"{t['naive_tiles_s']:.0f} ({t['speedup']:.1f}x) | >= 3x CPU |\n"
+          f"| new prompt over {r['tiles']:,} cached tiles, {r['prompts']} prompts | "
+          f"{r['median_ms']:.0f} ms median ({r['min_ms']:.0f} min) | <= 150 ms CPU |\n"
+          f"| first partial, 1920x1080 viewport, cold / warm | {f['cold_ms']:.0f} / "
+          f"{f['warm_ms']:.0f} ms | <= 1 s CPU |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
