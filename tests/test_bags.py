@@ -30,7 +30,7 @@ def test_parents_land_on_tissue_cmu(cmu_svs):
     # of the region itself (not the thumbnail the sampler used).
     for bag in bags:
         x, y, w, h = bag.parent.box
-        region = slide.read_region(x, y, w // 4, h // 4, level=2)
+        region = slide.read_region(x, y, w, h, 0)[::4, ::4]
         assert tissue_mask(region, max_threshold=0.06).mean() > 0.4
     # The CMU slide is ~35 % tissue: random placement would often be on glass.
     fracs = [b.tissue_fraction for b in bags]

@@ -96,11 +96,12 @@ def test_dataloader_with_workers_yields_bagbatch(manifest):
         max_keywords=5,
     )
     ds[0]  # opens a slide in this process; pickling must drop it
+    # A multi-tile read starts the IO decoding thread pool here; forked workers must not
+    # inherit it half-dead (they used to deadlock).
+    ds._slide(ds.records[0]).read_region(0, 0, 1000, 1000, 0)
     state = pickle.loads(pickle.dumps(ds))
     assert state._slides == {}
-    loader = DataLoader(
-        ds, batch_size=2, num_workers=2, collate_fn=collate_bags, multiprocessing_context="spawn"
-    )
+    loader = DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_bags)
     batches = list(loader)
     assert sum(b.batch_size for b in batches) == len(ds)
     batch = batches[0]

@@ -20,17 +20,29 @@ import numpy as np
 
 from napari_mrplip.io.slide import Slide
 
-from .geometry import MPP_RTOL, magnification_to_mpp, read_tile_at_mpp, slide_mpp_or_raise
+from .geometry import (
+    MPP_RTOL,
+    magnification_to_mpp,
+    native_level_count,
+    read_tile_at_mpp,
+    resize_rgb,
+    slide_mpp_or_raise,
+)
 from .tissue import tissue_fraction, tissue_mask
 
 __all__ = ["BagSpec", "TileSpec", "bag_structure", "read_tile_at_mpp", "sample_bags"]
 
-#: Side of the thumbnail the tissue mask is computed on.
-THUMBNAIL_PX = 1024
+#: The tissue thumbnail is sized so that a parent spans this many thumbnail pixels, within
+#: ``THUMBNAIL_PX_RANGE`` (the mask's median filter and hole filling cost grows with its area).
+PARENT_THUMB_PX = 24
+THUMBNAIL_PX_RANGE = (256, 2048)
 
 #: Ceiling on the Otsu saturation threshold of the tissue mask (see ``tissue_mask``): keeps
 #: pale IHC counterstain and all-tissue crops (OS-1, OS-2) as tissue; glass stays below it.
 TISSUE_MAX_SATURATION = 0.06
+
+#: Largest native level (pixels) read whole for the tissue thumbnail (8k x 8k).
+NATIVE_THUMB_MAX_PX = 8192 * 8192
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,22 @@ def _candidates(mask, scale, side, slide_wh, rng) -> list[tuple[int, int, float]
     return out
 
 
+def _thumbnail(slide: Slide, max_px: int) -> np.ndarray:
+    """Thumbnail from the coarsest native level when that level is small enough to read whole.
+
+    A derived (lazily downsampled) level costs a dask recompute per read; for slides with a
+    native level of at most ``NATIVE_THUMB_MAX_PX`` pixels, reading it and resizing is faster.
+    """
+    n_native = native_level_count(slide)
+    level = n_native - 1
+    lh, lw = slide.levels[level].shape[:2]
+    if n_native == len(slide.levels) or lh * lw > NATIVE_THUMB_MAX_PX or max(lh, lw) <= max_px:
+        return slide.thumbnail(max_px)
+    img = slide.read_region(0, 0, lw, lh, level)
+    scale = max_px / max(lh, lw)
+    return resize_rgb(img, (max(1, round(lh * scale)), max(1, round(lw * scale))))
+
+
 def sample_bags(
     slide: Slide,
     n_parents: int,
@@ -195,7 +223,7 @@ def sample_bags(
     slide_mpp: float | None = None,
     children_per_parent: int | None = None,
     min_tissue: float = 0.5,
-    thumbnail_px: int = THUMBNAIL_PX,
+    thumbnail_px: int | None = None,
     tissue_max_saturation: float = TISSUE_MAX_SATURATION,
 ) -> list[BagSpec]:
     """Sample up to ``n_parents`` bags whose parents lie on tissue.
@@ -219,8 +247,9 @@ def sample_bags(
         Keep only this many (random) children per tile; ``None`` keeps all.
     min_tissue : float
         Minimum tissue fraction of a parent on the thumbnail's Otsu tissue mask.
-    thumbnail_px : int
-        Thumbnail size for the tissue mask.
+    thumbnail_px : int, optional
+        Thumbnail size for the tissue mask; by default a parent spans about 24 of its pixels
+        (between 256 and 2048 px).
     tissue_max_saturation : float
         Ceiling on the tissue mask's Otsu threshold (HSV saturation).
 
@@ -255,7 +284,10 @@ def sample_bags(
             f"than the slide ({w0}x{h0} at {mpp0:g} µm/px). Use a smaller tile_px or higher "
             "magnifications."
         )
-    thumb = slide.thumbnail(thumbnail_px)
+    if thumbnail_px is None:
+        lo, hi = THUMBNAIL_PX_RANGE
+        thumbnail_px = int(np.clip(PARENT_THUMB_PX * max(w0, h0) / side, lo, hi))
+    thumb = _thumbnail(slide, thumbnail_px)
     mask = tissue_mask(thumb, max_threshold=tissue_max_saturation)
     scale = thumb.shape[1] / w0
     rng = np.random.default_rng(seed)
