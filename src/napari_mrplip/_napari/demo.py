@@ -1,8 +1,10 @@
 """``mrplip demo``: napari on the sample slide with the Prompt heatmap panel docked and run.
 
 ``mrplip demo`` opens the viewer and leaves it to the user; ``--no-show`` runs the whole
-thing hidden (for tests and CI) and ``--screenshot PATH`` saves the canvas once the
-heatmap is complete.
+thing hidden and exits when the heatmap is done (for tests and CI); ``--screenshot PATH``
+saves the canvas once the heatmap is complete. A screenshot needs a rendered window (a
+hidden canvas renders black), so with ``--screenshot`` the window is shown even with
+``--no-show``; on a machine without a display run it under ``xvfb-run``.
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ def _magnification_label(mpp: float) -> str:
 def build(args: argparse.Namespace):
     """The viewer with the sample slide, the docked panel and a started job."""
     import napari
+    import open_clip  # noqa: F401  - before the OpenGL canvas: see workers.import_torch_safely
+    import torch  # noqa: F401
 
     from .heatmap_widget import HeatmapWidget
 
-    viewer = napari.Viewer(show=not args.no_show, title="napari-mrplip demo")
+    show = not args.no_show or args.screenshot is not None
+    viewer = napari.Viewer(show=show, title="napari-mrplip demo")
     viewer.open_sample("napari-mrplip", "sample_slide")
     widget = HeatmapWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Prompt heatmap", area="right")
@@ -74,26 +79,32 @@ def wait_for(job, timeout: float) -> bool:
     return job.finished
 
 
+def _finish(viewer, widget, job, args) -> int:
+    """Wait for the heatmap, save the screenshot; 0 on success, 1 with a message otherwise."""
+    if job is None:
+        print(f"mrplip demo: {widget.status.value}", file=sys.stderr)
+        return 1
+    if not wait_for(job, args.timeout):
+        print(f"mrplip demo: no heatmap after {args.timeout:g} s", file=sys.stderr)
+        return 1
+    if job.error is not None:
+        print(f"mrplip demo: {widget.status.value}", file=sys.stderr)
+        return 1
+    if args.screenshot:
+        args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(args.screenshot), canvas_only=True)
+        print(args.screenshot)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import napari
 
     viewer, widget, job = build(args)
-    if job is None:
-        print(f"mrplip demo: {widget.status.value}", file=sys.stderr)
-        return 1
     if args.no_show or args.screenshot:
-        if not wait_for(job, args.timeout):
-            print(f"mrplip demo: no heatmap after {args.timeout:g} s", file=sys.stderr)
-            return 1
-        if job.error is not None:
-            print(f"mrplip demo: {widget.status.value}", file=sys.stderr)
-            return 1
-        if args.screenshot:
-            args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-            viewer.screenshot(str(args.screenshot), canvas_only=True)
-            print(args.screenshot)
-    if args.no_show:
-        viewer.close()
-        return 0
+        code = _finish(viewer, widget, job, args)
+        if args.no_show:
+            viewer.close()
+            return code
     napari.run()
     return 0

@@ -27,7 +27,7 @@ from napari_mrplip.heatmap.result import HeatmapRequest, HeatmapResult
 from .layers import COLORMAPS, HeatmapCanvas, legend_html, show_argmax, show_per_prompt
 from .model_picker import ModelPicker
 from .view import ViewFollower, ViewState, view_state
-from .workers import HeatmapJob
+from .workers import HeatmapJob, import_torch_safely
 
 #: Scoring resolution choices: label -> µm/px (None = the level on screen).
 MAGNIFICATIONS = {
@@ -40,13 +40,6 @@ MAGNIFICATIONS = {
     "1.25x (8 µm/px)": 8.0,
 }
 OUTPUTS = ("one layer per prompt", "argmax labels")
-
-
-def _import_torch_on_main_thread() -> None:
-    """Import torch and open_clip here first: their first import inside a Qt worker thread
-    crashed the process (segfault in triton's import) with a napari viewer open."""
-    import open_clip  # noqa: F401
-    import torch  # noqa: F401
 
 
 class PanelInputError(ValueError):
@@ -207,7 +200,7 @@ class HeatmapWidget(Container):
     def start(self, request: HeatmapRequest, layer, slide) -> HeatmapJob:
         """Cancel the running job and start ``request`` in a worker thread."""
         self.cancel()
-        _import_torch_on_main_thread()
+        import_torch_safely()  # never first inside a worker thread, never crashing on triton
         key = self._engine_key()
 
         def produce(cancel: threading.Event):

@@ -153,6 +153,16 @@ def legend_html(prompts: list[str]) -> str:
     return "&nbsp;&nbsp;".join(items)
 
 
+def _world_kwargs(slide_layer) -> dict:
+    """``units`` and ``axis_labels`` of the slide layer (napari ignores units if they differ)."""
+    if slide_layer is None:
+        return {}
+    return {
+        "units": tuple(slide_layer.units)[-2:],
+        "axis_labels": tuple(slide_layer.axis_labels)[-2:],
+    }
+
+
 def _find(viewer, key: str):
     for layer in viewer.layers:
         if layer.metadata.get(HEATMAP_KEY) == key:
@@ -186,6 +196,7 @@ def show_per_prompt(
                 scale=scale,
                 translate=translate,
                 metadata={HEATMAP_KEY: key, "prompt": prompt},
+                **_world_kwargs(slide_layer),
             )
         layer.refresh()
         layers.append(layer)
@@ -219,4 +230,5 @@ def show_argmax(viewer, canvas: HeatmapCanvas, slide_layer, *, opacity=0.45):
         translate=translate,
         features=features,
         metadata={HEATMAP_KEY: key, "legend": {k: p for k, (p, _) in leg.items()}},
+        **_world_kwargs(slide_layer),
     )
