@@ -37,6 +37,7 @@ _FIELDS = {
     "manifest": "manifest",
     "captioner": "captioner",
     "log_every": "log_every",
+    "threads": "threads",
 }
 
 
@@ -62,6 +63,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--warmup-steps", type=int, help="linear warm-up steps before cosine decay [20]")
     add("--checkpoint-every", type=int, help="steps between checkpoints, 0 = end only [100]")
     add("--workers", type=int, help="DataLoader workers per process [0]")
+    add(
+        "--threads",
+        type=int,
+        help="torch CPU threads per process [torch default]; 1 is much faster on a busy machine",
+    )
     add("--magnifications", type=float, nargs="+", help="coarsest first [5 10 20]")
     add("--tile-px", type=int, help="tile side in px at every magnification [model input]")
     add("--parents-per-slide", type=int, help="bags sampled per slide [16]")

@@ -58,6 +58,7 @@ class PretrainConfig:
     checkpoint_every: int = 100  # steps between training-state checkpoints; 0 = only at the end
     keep_checkpoints: int = 2  # newest training-state checkpoints kept on disk
     workers: int = 0  # DataLoader worker processes per training process
+    threads: int | None = None  # torch CPU threads per process; None = torch's default
     magnifications: tuple[float, ...] = (5.0, 10.0, 20.0)
     tile_px: int | None = None  # tile side at every magnification; None = model image_size
     parents_per_slide: int = 16
@@ -101,6 +102,7 @@ class PretrainConfig:
                 "--children-per-parent must be >= 1",
             ),
             (self.log_every >= 1, "--log-every must be >= 1"),
+            (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

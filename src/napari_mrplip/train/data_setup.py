@@ -101,5 +101,8 @@ def build_loader(
         num_workers=cfg.workers,
         pin_memory=info.device.startswith("cuda"),
         prefetch_factor=4 if cfg.workers else None,
+        # its own generator: creating the iterator must not draw from the global torch RNG,
+        # or a resumed run's masking/negative sampling would drift from the original run's
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     return loader, sampler

@@ -46,6 +46,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     napari_mrplip.io.SlideOpenError
         A slide is missing, unreadable, or has no µm/px (pass ``--slide-mpp``).
     """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device)
     log = ProgressLog(cfg.out / "progress.jsonl", enabled=info.is_main)
     try:
