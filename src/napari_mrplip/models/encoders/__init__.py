@@ -41,10 +41,7 @@ def get_encoder(spec: str, device: str | None = None, precision: str = "auto"):
     """
     spec = str(spec)
     for name in BACKENDS:
-        try:
-            backend = _backend(name)
-        except ImportError:  # backend module not available in this build
-            continue
+        backend = _backend(name)
         if backend.detect(spec):
             return backend.load(spec, device=device, precision=precision)
     raise ModelLoadError(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 from napari_mrplip.models.encoders.base import TorchEncoder, pick_device
+from napari_mrplip.models.encoders.weights import weights_fingerprint
 from napari_mrplip.models.errors import ModelLoadError
 
 
@@ -13,18 +11,6 @@ class MRPLIPEncoder(TorchEncoder):
     """``EncoderBackend`` over an ``MRPLIP`` model; tiles embed to its projected image embedding."""
 
     is_mrplip = True
-
-
-def weights_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
-    """Short content hash (size + first and last MiB) identifying a weights file."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(chunk))
-        f.seek(max(0, size - chunk))
-        h.update(f.read(chunk))
-    return h.hexdigest()[:12]
 
 
 def detect(spec: str) -> bool:
