@@ -98,8 +98,8 @@ def _vocabulary_hits(text: str) -> list[str]:
             if any(a <= span[0] and span[1] <= b for a, b in taken):
                 continue
             taken.append(span)
-            hits.append(term)
-    return hits
+            hits.append((span[0], term))
+    return [term for _, term in sorted(hits)]  # in reading order
 
 
 def _noun_phrases(text: str, max_words: int = 3) -> list[str]:
