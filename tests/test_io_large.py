@@ -16,14 +16,21 @@ SIZE = (100_000, 100_000)
 FLAT = [np.full((256, 256, 3), (200, 150, 190), np.uint8)]  # tiny JPEG tiles: ~150 MB files
 
 PROBE = """
-import json, resource, sys, time
+import json, sys, time
 from napari_mrplip.io import open_slide
+
+def peak_rss_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak across exec
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
 t = time.perf_counter()
 slide = open_slide(sys.argv[1])
 open_s = time.perf_counter() - t
 region = slide.read_region(5000, 7000, 2048, 2048)
 print(json.dumps({"open_s": open_s, "levels": len(slide.levels), "tiles": slide.reader.tiles_decoded,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_mb": peak_rss_mb(),
                   "mpp": slide.mpp, "shape": list(region.shape)}))
 """
 
