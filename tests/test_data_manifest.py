@@ -61,19 +61,15 @@ def test_manifest_records_and_cache(tmp_path, cmu_svs, os1_ome):
     assert cap.calls == 3 * (1 + 2 + 4)
 
 
-def test_manifest_needs_mpp_or_uses_stated(tmp_path, cmu_svs):
-    slide = open_slide(cmu_svs)
-    assert slide.mpp is not None  # the SVS states it; a stated value overrides it
+def test_manifest_stated_mpp_fallback_and_override(tmp_path, cmu_svs):
+    assert open_slide(cmu_svs).mpp is not None
     out = tmp_path / "m.jsonl"
-    build_manifest(
-        [cmu_svs],
-        out,
-        StainCaptioner(),
-        n_parents_per_slide=1,
-        slide_mpp=0.25,
-        children_per_parent=1,
-        progress=False,
-    )
+    kw = dict(n_parents_per_slide=1, children_per_parent=1, progress=False)
+    # A float only fills in for files without a pixel size: the SVS keeps its 0.499.
+    build_manifest([cmu_svs], out, StainCaptioner(), slide_mpp=0.25, **kw)
+    assert read_manifest(out)[0]["slide_mpp"] == pytest.approx(0.499)
+    # A per-slide dict entry overrides the file.
+    build_manifest([cmu_svs], out, StainCaptioner(), slide_mpp={str(cmu_svs): 0.25}, **kw)
     (rec,) = read_manifest(out)
     assert rec["slide_mpp"] == 0.25
     assert rec["tiles"][0]["box"][2] == pytest.approx(112 * 2.0 / 0.25, abs=4)
@@ -86,3 +82,34 @@ def test_read_manifest_errors(tmp_path):
     bad.write_text(json.dumps({"slide": "x", "tiles": []}) + "\n{not json\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:2"):
         read_manifest(bad)
+
+
+def test_skimage_ihc_as_a_slide_with_stated_mpp(tmp_path, cmu_svs):
+    from napari_mrplip.data.samples import IHC_MPP, immunohistochemistry_slide
+    from napari_mrplip.io import MissingMppError
+    from napari_mrplip.tiling.bags import sample_bags
+
+    path = immunohistochemistry_slide(tmp_path)
+    assert immunohistochemistry_slide(tmp_path) == path  # written once
+    slide = open_slide(path)
+    assert slide.mpp is None and slide.dimensions == (512, 512)  # no invented metadata
+    with pytest.raises(MissingMppError, match="slide_mpp"):
+        sample_bags(slide, 1)
+    out = tmp_path / "m.jsonl"
+    with pytest.raises(MissingMppError):
+        build_manifest([path], out, StainCaptioner(), n_parents_per_slide=2, progress=False)
+    build_manifest(
+        [cmu_svs, path],
+        out,
+        StainCaptioner(),
+        n_parents_per_slide=2,
+        slide_mpp={str(path): IHC_MPP},
+        children_per_parent=1,
+        progress=False,
+    )
+    recs = read_manifest(out)
+    ihc = [r for r in recs if r["slide"] == str(path.resolve())]
+    assert len(ihc) == 1 and ihc[0]["slide_mpp"] == IHC_MPP  # one 448 px parent fits 512 px
+    assert any("DAB" in t["caption"] for t in ihc[0]["tiles"])
+    cmu = [r for r in recs if r["slide"] != str(path.resolve())]
+    assert cmu[0]["slide_mpp"] == pytest.approx(0.499)  # the file's own value is kept

@@ -62,16 +62,19 @@ def _caption_bag(slide, bag: BagSpec, captioner: Captioner, mpp: float) -> dict:
     return record
 
 
-def _slide_records(path: Path, captioner, params: dict, slide_mpp, cache_dir: Path, bar) -> list:
-    key = _cache_key(path, captioner, {**params, "slide_mpp": slide_mpp})
+def _slide_records(path: Path, captioner, params: dict, stated_mpp, cache_dir: Path, bar) -> list:
+    """Bag records of one slide. ``stated_mpp``: ``("override" | "fallback", value)`` or None."""
+    key = _cache_key(path, captioner, {**params, "slide_mpp": stated_mpp})
     cached = cache_dir / f"{key}.jsonl"
     if cached.is_file():
         return read_manifest(cached)
-    with open_slide(path, mpp=slide_mpp) as slide:
-        bags = sample_bags(slide, slide_mpp=slide_mpp, **params)
+    with open_slide(path) as slide:
+        mpp = slide.mpp
+        if stated_mpp is not None and (stated_mpp[0] == "override" or mpp is None):
+            mpp = stated_mpp[1]
+        bags = sample_bags(slide, slide_mpp=mpp, **params)
         if not bags:
             log.warning("%s: no tissue position for a bag; skipped", path)
-        mpp = slide_mpp if slide_mpp is not None else slide.mpp
         records = []
         for bag in bags:
             rec = _caption_bag(slide, bag, captioner, mpp)
@@ -137,8 +140,10 @@ def build_manifest(
     n_parents_per_slide, magnifications, tile_px, seed, children_per_parent, min_tissue
         Passed to :func:`sample_bags` (the seed is combined with the slide's file name).
     slide_mpp : float or dict, optional
-        Level-0 µm/px for slides whose files state none: one value for all, or a dict
-        mapping a slide path (as given) to its value.
+        Level-0 µm/px stated by the user. A float is used for every slide whose file states
+        none (files that state one keep theirs); a dict maps a slide path (as given in
+        ``slides``) to its value and overrides the file. Slides with neither raise
+        :class:`~napari_mrplip.io.MissingMppError`.
     progress : bool
         Show a tqdm bar counting captioned tiles.
 
@@ -154,7 +159,11 @@ def build_manifest(
     records = []
     with tqdm(desc="captioning tiles", unit="tile", disable=not progress) as bar:
         for slide in slides:
-            mpp = slide_mpp.get(str(slide)) if isinstance(slide_mpp, dict) else slide_mpp
+            if isinstance(slide_mpp, dict):
+                value = slide_mpp.get(str(slide))
+                stated = None if value is None else ("override", float(value))
+            else:
+                stated = None if slide_mpp is None else ("fallback", float(slide_mpp))
             params = {
                 "n_parents": int(n_parents_per_slide),
                 "magnifications": tuple(float(m) for m in magnifications),
@@ -163,7 +172,7 @@ def build_manifest(
                 "children_per_parent": children_per_parent,
                 "min_tissue": float(min_tissue),
             }
-            records += _slide_records(Path(slide), captioner, params, mpp, cache_dir, bar)
+            records += _slide_records(Path(slide), captioner, params, stated, cache_dir, bar)
     if not records:
         raise ValueError(f"no bags from {len(slides)} slide(s): no tissue found; check the slides")
     _write_jsonl(out_path, records)
