@@ -11,15 +11,18 @@ import subprocess
 import sys
 
 import numpy as np
+
+# torch and triton (via open_clip -> torchvision) must load before any OpenGL canvas exists:
+# see napari_mrplip._napari.workers.import_torch_safely
+import open_clip  # noqa: F401
 import pytest
+import torch
 
 pytestmark = pytest.mark.gui
 
 
 @pytest.fixture(scope="module")
 def tiny_mrplip(tmp_path_factory):
-    import torch
-
     from napari_mrplip.models.checkpoint import save_model
     from napari_mrplip.models.config import load_config
     from napari_mrplip.models.mrplip import build_model

@@ -9,7 +9,12 @@ Run under Xvfb: ``QT_API=pyqt6 xvfb-run -a .venv/bin/python -m pytest tests/test
 from __future__ import annotations
 
 import numpy as np
+
+# torch and triton (via open_clip -> torchvision) must load before any OpenGL canvas exists:
+# see napari_mrplip._napari.workers.import_torch_safely
+import open_clip  # noqa: F401
 import pytest
+import torch
 
 pytestmark = pytest.mark.gui
 
@@ -19,8 +24,6 @@ PROMPTS = "dense nuclei\npink stroma"
 @pytest.fixture(scope="module")
 def tiny_mrplip(tmp_path_factory):
     """A random-weight mrplip-tiny checkpoint directory (no download, no training)."""
-    import torch
-
     from napari_mrplip.models.checkpoint import save_model
     from napari_mrplip.models.config import load_config
     from napari_mrplip.models.mrplip import build_model

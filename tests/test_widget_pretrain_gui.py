@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# torch (and triton, through torchvision) must be imported before any OpenGL canvas exists:
+# see napari_mrplip._napari.workers.import_torch_safely
+from napari_mrplip.models.checkpoint import load_model
+
 pytestmark = pytest.mark.gui
 
 
@@ -70,8 +74,6 @@ def test_dead_process_shows_its_stderr(panels, tmp_path, qtbot):
 def test_real_run_progresses_cancels_to_a_loadable_checkpoint_listed_in_heatmap_panel(
     panels, tmp_path, qtbot, cmu_svs
 ):
-    from napari_mrplip.models.checkpoint import load_model
-
     viewer, heat, pre = panels
     pre.use_open.value = False
     pre.slides.value = [cmu_svs]

@@ -30,6 +30,7 @@ from napari_mrplip.models import catalog
 
 from .model_picker import refresh_all
 from .process import TrainingProcess, loadable_checkpoint, pretrain_command
+from .workers import import_torch_safely
 
 TERMINAL = ("done", "stopped", "error")
 
@@ -228,6 +229,7 @@ class PretrainWidget(Container):
 
     def register(self, path: Path, stopped: bool) -> Path:
         """Make ``path`` loadable, add it to the catalogue and refresh every model picker."""
+        import_torch_safely()
         model_dir = loadable_checkpoint(path, getattr(self, "config_used", self.config.value))
         if str(model_dir.resolve()) not in {e.spec for e in catalog.list_models()}:
             suffix = f"stopped at {path.name}" if stopped else "pretrained"
