@@ -379,3 +379,16 @@ def test_conch_without_tokenizer_says_where_to_get_it(tmp_path):
     (Path(spec) / "conch_byte_level_bpe_uncased.json").unlink()
     with pytest.raises(ModelLoadError, match="tokenizers"):
         get_encoder(spec)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_autocast_matches_cpu(tmp_path):
+    spec, _ = _mrplip_dir(tmp_path)
+    cpu, gpu = get_encoder(spec, device="cpu"), get_encoder(spec, device="cuda", precision="bf16")
+    assert gpu.device == "cuda"
+    tiles = _tiles(4)
+    a, b = cpu.encode_tiles(tiles), gpu.encode_tiles(tiles)
+    assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-4)
+    assert (a * b).sum(1).min() > 0.99
+    assert ((cpu.encode_text(TEXTS) * gpu.encode_text(TEXTS)).sum(1)).min() > 0.99

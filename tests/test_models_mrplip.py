@@ -159,6 +159,8 @@ def test_frozen_features_model_reads_batch_features():
     losses = model.compute_losses(batch, generator=torch.Generator().manual_seed(0))
     assert set(losses) == {f"{n}_loss" for n in LOSS_NAMES} | {"loss"}
     assert model.encode_image(batch.features[:, 0]).shape == (3, cfg.embed_dim)
+    batch.features = torch.randn(3, 5, 4, 48)  # token features (B, N, T, F)
+    assert torch.isfinite(model.compute_losses(batch)["loss"])
     batch.features = None
     with pytest.raises(ValueError, match="BagBatch.features"):
         model.compute_losses(batch)
@@ -179,3 +181,24 @@ def test_tokenizer_contract():
     assert int(ids[1, -1]) == tok.pad_id == 0
     assert tok.mask_token_id == 49408 and tok.vocab_size == 49409
     assert tok(["x"], context_length=5).shape == (1, 5)
+
+
+def test_frozen_vision_tower_gets_no_gradient():
+    model = build_model(micro_config(vision={"freeze": True}))
+    batch = random_batch(model.config, batch_size=2, n_mags=2)
+    model.compute_losses(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    assert all(p.grad is None for p in model.visual.parameters())
+    assert model.text.tt.transformer.resblocks[0].mlp.c_fc.weight.grad is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_losses_under_bf16_autocast_on_gpu():
+    torch.manual_seed(0)
+    model = build_model(micro_config()).cuda()
+    batch = random_batch(model.config, batch_size=4, n_mags=3).to("cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        losses = model.compute_losses(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

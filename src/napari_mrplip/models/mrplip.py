@@ -139,7 +139,8 @@ class MRPLIP(nn.Module):
         """
         cfg, on = self.config, self.config.enabled_losses
         bsz, n_tiles = batch.caption_tokens.shape[:2]
-        img_emb, vis_tok = self.visual(self._vision_input(batch))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.vision.freeze):
+            img_emb, vis_tok = self.visual(self._vision_input(batch))
         captions = self._trim(batch.caption_tokens.reshape(bsz * n_tiles, -1))
         txt_emb, txt_tok = self.text(captions)
         img_n = F.normalize(img_emb, dim=-1).view(bsz, n_tiles, -1)
