@@ -192,3 +192,16 @@ def test_first_batch_is_small_for_a_quick_first_partial(encoder):
     eng = HeatmapEngine(encoder, batch_size=64)
     first = next(iter(eng.run(slide, request(tissue_only=False))))
     assert first.done == 8 and first.total > 64
+
+
+def test_fast_thumbnail_matches_slide_thumbnail(cmu_svs):
+    from napari_mrplip.heatmap.reader import fast_thumbnail
+    from napari_mrplip.io import open_slide
+
+    with open_slide(cmu_svs) as slide:
+        fast = fast_thumbnail(slide, 300)
+        ref = slide.thumbnail(300)
+    assert max(fast.shape[:2]) <= 300 and fast.dtype == np.uint8
+    h, w = min(fast.shape[0], ref.shape[0]), min(fast.shape[1], ref.shape[1])
+    diff = np.abs(fast[:h, :w].astype(int) - ref[:h, :w].astype(int)).mean()
+    assert diff < 20  # same picture (block mean vs anti-aliased resize)

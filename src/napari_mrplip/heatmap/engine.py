@@ -24,7 +24,7 @@ from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
 from .cache import EmbeddingCache, GridKey, slide_id
 from .passes import Pass, assemble, children_range, make_pass, parent_range
 from .prompts import PromptEmbedder, PromptError, validate_prompts
-from .reader import TileReader, read_tile, resize_tile
+from .reader import TileReader, fast_thumbnail, read_tile, resize_tile
 from .result import HeatmapRequest, HeatmapResult
 from .scoring import DEFAULT_FUSION
 from .similarity import PromptScorer, SimilarityCache
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MPP = 0.5
 #: Size of the very first batch of a run (a quick first partial result).
 FIRST_BATCH = 8
-#: Thumbnail size for the tissue mask.
-THUMB_PX = 1024
+#: Thumbnail size for the tissue mask (about one thumbnail pixel per tile on a 100k px slide).
+THUMB_PX = 640
 
 
 class HeatmapEngine:
@@ -102,11 +102,16 @@ class HeatmapEngine:
             int(self.encoder.embed_dim),
         )
 
+    def prepare(self, slide: Slide) -> None:
+        """Compute the slide's tissue mask now (e.g. when the slide is opened), not on the
+        first request; safe to call from a background thread."""
+        self._mask(slide)
+
     def _mask(self, slide: Slide) -> np.ndarray:
         sid = slide_id(slide)
         with self._lock:
             if sid not in self._masks:
-                self._masks[sid] = tissue_mask(slide.thumbnail(THUMB_PX))
+                self._masks[sid] = tissue_mask(fast_thumbnail(slide, THUMB_PX))
             return self._masks[sid]
 
     def _tissue(self, slide: Slide, grid: TileGrid) -> np.ndarray:

@@ -124,3 +124,32 @@ class TileReader:
                 ok[i] = False
                 errors.append(str(e))
         return TileBatch(np.arange(start, start + b), tiles, ok, errors)
+
+
+#: Largest stored level (in pixels) :func:`fast_thumbnail` reads whole.
+MAX_THUMB_SOURCE_PX = 64_000_000
+
+
+def fast_thumbnail(slide: Slide, max_px: int) -> np.ndarray:
+    """A thumbnail (longer side <= ``max_px``) from the coarsest *stored* level that suffices.
+
+    Reads that level through the slide's fast region reader and block-averages it, which
+    is much cheaper than going through lazily synthesised levels. Falls back to
+    ``slide.thumbnail`` when that level is too large to read at once.
+    """
+    w0, h0 = slide.dimensions
+    native = int(slide.metadata.get("native_levels", len(slide.levels)) or 1)
+    level = min(slide.best_level_for_downsample(max(max(w0, h0) / max_px, 1.0)), native - 1)
+    lh, lw = slide.levels[level].shape[:2]
+    if lh * lw > MAX_THUMB_SOURCE_PX:
+        return slide.thumbnail(max_px)
+    from PIL import Image
+
+    img = slide.read_region(0, 0, lw, lh, level)
+    f = max(1, -(-max(lh, lw) // max_px))
+    if f == 1:
+        return img
+    ph, pw = -(-lh // f) * f, -(-lw // f) * f
+    padded = np.full((ph, pw, 3), 255, np.uint8)
+    padded[:lh, :lw] = img
+    return np.asarray(Image.fromarray(padded).reduce(f))  # box average of f x f blocks
