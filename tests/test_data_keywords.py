@@ -38,3 +38,11 @@ def test_noun_phrases_outside_the_vocabulary():
     kw = extract_keywords(["Sheets of atypical epithelial cells with vesicular nuclei."])
     assert "atypical epithelial cells" in kw and "vesicular nuclei" in kw
     assert extract_keywords([]) == [] and extract_keywords(["the of and"]) == []
+
+
+def test_noun_phrases_stop_at_clause_punctuation():
+    kw = extract_keywords(
+        ["Stained tissue; tissue covers most of the field, showing dense nuclei, open lumens."]
+    )
+    assert "tissue tissue" not in kw and "nuclei open lumen" not in kw
+    assert "dense nuclei" in kw and "open lumen" in kw

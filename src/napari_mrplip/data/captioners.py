@@ -89,7 +89,7 @@ _DAB_DIFFUSE = [
 ]
 _FAT = ["adipose tissue with fat vacuoles", "fat cells with clear round vacuoles"]
 _LUMEN = ["open lumens", "glandular lumens", "clear lumen spaces"]
-_EDGE = ["edge of the tissue with background", "tissue border next to background"]
+_EDGE = ["edge of the tissue section", "tissue border with empty space"]
 
 
 def _seed(tile: np.ndarray, magnification: float) -> int:
@@ -129,7 +129,7 @@ def _phrases(s: dict, magnification: float, rng) -> list[str]:
         found.append(pick(_FAT))
     if s["lumen_fraction"] > 0.08:
         found.append(pick(_LUMEN))
-    if s["background_fraction"] > 0.25:
+    if s["background_fraction"] > 0.4:
         found.append(pick(_EDGE))
     return found
 
@@ -153,7 +153,7 @@ class StainCaptioner:
     """
 
     name = "stain"
-    version = "1"
+    version = "2"
 
     def __init__(self, um_per_px_at_1x: float = 10.0) -> None:
         self.um_per_px_at_1x = float(um_per_px_at_1x)

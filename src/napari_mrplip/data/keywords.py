@@ -76,13 +76,17 @@ STOP_WORDS = frozenset(
 )
 
 _FOLD = {"tumour": "tumor", "haematoxylin": "hematoxylin", "lumens": "lumen"}
-_TOKEN = re.compile(r"[a-z&][a-z&\-]*")
+_TOKEN = re.compile(r"[a-z&][a-z&\-]*|[,;.:()]")
 
 
 def normalise(text: str) -> str:
-    """Lower-case, unify spelling and spacing ("DAB positive" -> "dab-positive")."""
+    """Lower-case, unify spelling and spacing ("DAB positive" -> "dab-positive").
+
+    Clause punctuation (``, ; . : ( )``) is kept as separate tokens: noun phrases never
+    span it. Other characters are dropped.
+    """
     text = text.lower().replace("dab positive", "dab-positive")
-    return " ".join(_TOKEN.findall(text))
+    return " ".join(_TOKEN.findall(text)).replace(" .", ".").replace(" ,", ",")
 
 
 def _canonical(term: str) -> str:
