@@ -31,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add("--no-show", action="store_true", help="do not show the window; exit when done")
     add("--screenshot", type=Path, help="save a PNG of the canvas when the heatmap is done")
+    add("--full-window", action="store_true", help="screenshot the whole window, panel included")
     add("--timeout", type=float, default=300.0, help="seconds to wait for the heatmap [300]")
 
 
@@ -53,6 +54,7 @@ def build(args: argparse.Namespace):
 
     show = not args.no_show or args.screenshot is not None
     viewer = napari.Viewer(show=show, title="napari-mrplip demo")
+    viewer.window.resize(1500, 950)
     viewer.open_sample("napari-mrplip", "sample_slide")
     widget = HeatmapWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Prompt heatmap", area="right")
@@ -92,7 +94,7 @@ def _finish(viewer, widget, job, args) -> int:
         return 1
     if args.screenshot:
         args.screenshot.parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(str(args.screenshot), canvas_only=True)
+        viewer.screenshot(str(args.screenshot), canvas_only=not args.full_window)
         print(args.screenshot)
     return 0
 

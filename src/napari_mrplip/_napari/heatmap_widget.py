@@ -90,6 +90,9 @@ class HeatmapWidget(Container):
             self.tissue_only, self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
             self.info, self.legend, self.status,
         ])  # fmt: skip
+        for box in (self.prompts, self.background):
+            box.native.setMaximumHeight(80 if box is self.prompts else 50)
+        self.legend.visible = False
         self.job: HeatmapJob | None = None
         self.jobs: list[HeatmapJob] = []
         self.canvas: HeatmapCanvas | None = None
@@ -243,8 +246,9 @@ class HeatmapWidget(Container):
             return []
         if self.output.value == OUTPUTS[1]:
             self.legend.value = legend_html(self.canvas.prompts)
+            self.legend.visible = True
             return [show_argmax(self.viewer, self.canvas, slide_layer, opacity=self.opacity.value)]
-        self.legend.value = ""
+        self.legend.value, self.legend.visible = "", False
         return show_per_prompt(
             self.viewer, self.canvas, slide_layer,
             colormap=self.colormap.value, opacity=self.opacity.value,
