@@ -31,7 +31,7 @@ from .shapes import (
     update_features,
 )
 from .view import camera, canvas_hw
-from .workers import HeatmapJob
+from .workers import HeatmapJob, import_torch_safely
 
 MAGNIFICATIONS = {
     "20x (0.5 µm/px)": 0.5,
@@ -213,6 +213,7 @@ class ReviewWidget(Container):
                     return
 
         self.cancel()
+        import_torch_safely()  # on the main thread, before the worker loads the model
         self.job = HeatmapJob(produce, self._on_step, self._on_done, self._on_error, label=spec)
         self.job.spec, self.job.mpp, self.job.partial = spec, mpp, {}
         self.progress.value, self.status.value = 0, f"loading {spec} and scoring..."
