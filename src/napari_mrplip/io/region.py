@@ -18,6 +18,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from .derived import block_mean
 from .errors import TileReadError
 
 #: Exceptions tifffile/imagecodecs raise on bad tile bytes (imagecodecs' *Error are RuntimeErrors).
@@ -156,15 +157,39 @@ class TiffRegionReader:
         self._run(jobs, (info, level, x_level, y_level, w, h, out))
         return out
 
-    def _run(self, jobs: list[tuple[int, int]], args: tuple) -> None:
+    def read_reduced(self, level: int, n: int, x: int, y: int, w: int, h: int) -> np.ndarray | None:
+        """A window of the level ``n`` halvings below stored ``level``, reduced tile by tile.
+
+        Each tile is decoded and reduced with :func:`~napari_mrplip.io.derived.block_mean` in the
+        worker that decoded it (no full-size intermediate). ``x, y, w, h`` are in pixels of the
+        derived level and must lie inside it. Returns ``None`` (the caller reduces a whole
+        window instead) when ``level`` has no fast path or its tiles are not multiples of
+        ``2**n``, so that blocks would straddle tiles (whole-width strips are fine).
+        """
+        info, f = self.tiled[level], 1 << n
+        if info is None:
+            return None
+        rows, cols = info.grid  # blocks may only cross the image edge, never a tile border
+        if (rows > 1 and info.tile_h % f) or (cols > 1 and info.tile_w % f):
+            return None
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        xs, ys, ws, hs = x * f, y * f, w * f, h * f
+        r0, r1 = ys // info.tile_h, (ys + hs - 1) // info.tile_h
+        c0, c1 = xs // info.tile_w, (xs + ws - 1) // info.tile_w
+        jobs = [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
+        self._run(jobs, (info, level, xs, ys, ws, hs, out, n), self._paste_reduced)
+        return out
+
+    def _run(self, jobs: list[tuple[int, int]], args: tuple, paste=None) -> None:
         """Decode ``jobs`` (tile row, col): small reads inline; large ones shared with the pool.
 
         The calling thread works too, pulling tiles from the same queue, so a busy machine that
         is slow to wake the pool's threads never makes a read slower than a sequential one.
         """
+        paste = paste or self._paste
         if len(jobs) <= INLINE_TILES:
             for r, c in jobs:
-                self._paste(r, c, *args)
+                paste(r, c, *args)
             return
         queue, lock = iter(jobs), threading.Lock()
 
@@ -174,7 +199,7 @@ class TiffRegionReader:
                     job = next(queue, None)
                 if job is None:
                     return
-                self._paste(*job, *args)
+                paste(*job, *args)
 
         futures = [_pool().submit(work) for _ in range(min(_WORKERS, len(jobs) - 1))]
         try:
@@ -192,6 +217,18 @@ class TiffRegionReader:
             out[ya - y : yb - y, xa - x : xb - x] = 255
         else:
             out[ya - y : yb - y, xa - x : xb - x] = tile[ya - ty : yb - ty, xa - tx : xb - tx]
+
+    def _paste_reduced(self, r, c, info: TiledLevel, level, x, y, w, h, out, n: int) -> None:
+        """Like ``_paste`` for a stored window ``(x, y, w, h)``, pasting ``block_mean(tile, n)``."""
+        tile = self.decode_tile(info, level, r, c)
+        ty, tx, f = r * info.tile_h, c * info.tile_w, 1 << n
+        ya, yb = max(y, ty), min(y + h, ty + info.tile_h)
+        xa, xb = max(x, tx), min(x + w, tx + info.tile_w)
+        dst = out[(ya - y) // f : (yb - y) // f, (xa - x) // f : (xb - x) // f]
+        if tile is None:
+            dst[...] = 255
+        else:
+            dst[...] = block_mean(tile[ya - ty : yb - ty, xa - tx : xb - tx], n)
 
     def decode_tile(self, info: TiledLevel, level: int, row: int, col: int) -> np.ndarray | None:
         """Decode one tile to ``(tile_h, tile_w, 3)`` (``None`` for an empty, sparse tile)."""

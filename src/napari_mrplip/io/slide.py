@@ -14,6 +14,7 @@ from typing import Protocol
 import dask.array as da
 import numpy as np
 
+from .derived import derived_source, read_derived
 from .errors import MissingMppError, TileReadError
 
 #: Largest region (in pixels) ``read_region`` will allocate: 64k x 64k RGB is ~12 GiB.
@@ -144,6 +145,15 @@ class Slide:
         return out
 
     def _read_in_bounds(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        native = self.metadata.get("native_levels") if isinstance(self.metadata, dict) else None
+        derived = derived_source([lv.shape for lv in self.levels], native, level)
+        if derived is not None:  # a built level: reduce the stored level's window (same pixels)
+            reduced = getattr(self.reader, "read_reduced", None)
+            out = reduced(*derived, x, y, w, h) if reduced is not None else None
+            return out if out is not None else read_derived(self._read_stored, *derived, x, y, w, h)
+        return self._read_stored(level, x, y, w, h)
+
+    def _read_stored(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         if self.reader is not None:
             return self.reader.read(level, x, y, w, h)
         try:
