@@ -392,3 +392,24 @@ def test_gpu_autocast_matches_cpu(tmp_path):
     assert b.dtype == np.float32 and np.allclose(np.linalg.norm(b, axis=1), 1, atol=1e-4)
     assert (a * b).sum(1).min() > 0.99
     assert ((cpu.encode_text(TEXTS) * gpu.encode_text(TEXTS)).sum(1)).min() > 0.99
+
+
+def test_local_dir_prefix_reaches_other_formats(built):
+    name, enc, _ = built
+    if name not in ("plip", "conch", "mrplip"):
+        pytest.skip("only for non-open_clip directories")
+    other = get_encoder("local-dir:" + enc.source, device="cpu")
+    assert other.model_id == enc.model_id
+
+
+def test_hf_hub_revision_and_snapshot_fallback(tmp_path, monkeypatch):
+    from napari_mrplip.models.encoders.hf_hub import resolve
+
+    base = tmp_path / "models--org--name" / "snapshots"
+    (base / "aaa").mkdir(parents=True)
+    (base / "bbb").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert resolve("hf-hub:org/name@aaa") == base / "aaa"
+    assert resolve("hf-hub:org/name").name in {"aaa", "bbb"}  # no refs/main: newest snapshot
+    with pytest.raises(ModelLoadError, match="org/name"):
+        resolve("hf-hub:noslash")

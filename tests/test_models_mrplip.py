@@ -76,7 +76,7 @@ def test_itc_only_is_a_plain_clip_step(cfg):
     img = model.encode_image(model.preprocess(batch.images[:, 0]))
     txt = model.encode_text(batch.caption_tokens[:, 0])
     plain = ClipLoss()(img, txt, model.get_logit_scale())
-    assert float(losses["itc_loss"]) == pytest.approx(float(plain), rel=1e-5)
+    assert losses["itc_loss"].item() == pytest.approx(plain.item(), rel=1e-5)
 
 
 def test_one_optimizer_step_reduces_the_total_loss(cfg):
@@ -108,6 +108,14 @@ def test_every_term_reaches_its_own_parameters(cfg):
             losses[key], list(getattr(model, module).parameters()), allow_unused=True
         )
         assert any(g is not None and float(g.abs().sum()) > 0 for g in grads), key
+
+
+def test_all_parameters_are_used_when_every_term_is_on(cfg):
+    """DDP needs no ``find_unused_parameters`` for the full objective."""
+    model = build_model(cfg)
+    batch = random_batch(cfg, batch_size=2, n_mags=2)
+    model.compute_losses(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
 def test_preprocess_normalises_and_resizes(cfg):

@@ -40,6 +40,8 @@ def get_encoder(spec: str, device: str | None = None, precision: str = "auto"):
         Nothing recognises ``spec``, or the recognised backend fails to load it.
     """
     spec = str(spec)
+    if spec.startswith("local-dir:") and not _backend("open_clip_dir").is_open_clip_dir(spec):
+        spec = spec[len("local-dir:") :]  # a local directory of another format
     for name in BACKENDS:
         backend = _backend(name)
         if backend.detect(spec):

@@ -58,6 +58,8 @@ class TorchEncoder:
         Number of ``encode_tiles`` calls so far (tests use it to check caching).
     is_mrplip : bool
         True for our own models (multi-magnification aware).
+    source : str
+        The directory the weights were loaded from.
     """
 
     is_mrplip = False
@@ -77,6 +79,7 @@ class TorchEncoder:
         device: str,
         precision: str = "auto",
         module: torch.nn.Module | None = None,
+        source: str = "",
     ):
         self.model_id = model_id
         self._image_fn, self._text_fn = image_fn, text_fn
@@ -89,6 +92,7 @@ class TorchEncoder:
         self.precision = precision
         self._amp_dtype = autocast_dtype(device, precision)
         self.module = module
+        self.source = source
         self.image_encode_calls = 0
 
     def _ctx(self):

@@ -52,4 +52,5 @@ def load(spec: str, device: str | None = None, precision: str = "auto") -> MRPLI
         device=device,
         precision=precision,
         module=model,
+        source=str(root),
     )

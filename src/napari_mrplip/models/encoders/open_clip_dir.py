@@ -28,8 +28,13 @@ def _path(spec: str) -> Path:
     return Path(spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec).expanduser()
 
 
+def is_open_clip_dir(spec: str) -> bool:
+    """True when ``spec`` (with or without ``local-dir:``) holds ``open_clip_config.json``."""
+    return (_path(spec) / CONFIG_NAME).is_file()
+
+
 def detect(spec: str) -> bool:
-    return spec.startswith(PREFIX) or (_path(spec) / CONFIG_NAME).is_file()
+    return spec.startswith(PREFIX) or is_open_clip_dir(spec)
 
 
 def read_config(root: Path) -> dict:
@@ -96,4 +101,5 @@ def load(spec: str, device: str | None = None, precision: str = "auto") -> Torch
         device=device,
         precision=precision,
         module=model,
+        source=str(root),
     )

@@ -80,6 +80,7 @@ def load(spec: str, device: str | None = None, precision: str = "auto") -> Torch
         device=device,
         precision=precision,
         module=model,
+        source=str(root),
     )
 
 
