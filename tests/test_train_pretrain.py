@@ -101,11 +101,9 @@ def test_pretrain_logs_every_loss_and_the_loss_falls(train_inputs, tmp_path, mon
 
 @pytest.mark.slow
 def test_sigterm_then_resume_continues_the_same_loss_curve(train_inputs, tmp_path):
-    steps = "12"
-    ref = tmp_path / "ref"
-    subprocess.run([sys.executable, "-m", "napari_mrplip.train",
-                    *_argv(train_inputs, ref, "--max-steps", steps, "--checkpoint-every", "0")],
-                   env=_env(tmp_path), check=True, capture_output=True)  # fmt: skip
+    steps = "10"
+    ref = tmp_path / "ref"  # the uninterrupted run (in this process)
+    assert cli.main(_argv(train_inputs, ref, "--max-steps", steps, "--checkpoint-every", "0")) == 0
     reference = loss_curve(read_events(ref / "progress.jsonl"))
 
     out = tmp_path / "run"
@@ -142,9 +140,7 @@ def test_two_process_gloo_run_matches_one_process(train_inputs, tmp_path):
     """Same global batch of 4 bags: torchrun x2 (2 bags each) vs one process (4 bags)."""
     common = ("--max-steps", "3", "--checkpoint-every", "0", "--lr", "1e-3")
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([sys.executable, "-m", "napari_mrplip.train",
-                    *_argv(train_inputs, one, *common, config="config_det")],
-                   env=_env(tmp_path), check=True, capture_output=True)  # fmt: skip
+    assert cli.main(_argv(train_inputs, one, *common, config="config_det")) == 0
     torchrun = [
         sys.executable,
         "-m",
