@@ -98,3 +98,7 @@ def test_real_run_progresses_cancels_to_a_loadable_checkpoint_listed_in_heatmap_
     model = load_model(ckpt)
     assert model.config is not None
     assert str(Path(ckpt).resolve()) in heat.model.specs
+    # the stopped run can be resumed from the same output directory
+    pre.resume.value = True
+    args = pre.build_args()
+    assert "--resume" in args and args[args.index("--out") + 1] == str(tmp_path / "run")

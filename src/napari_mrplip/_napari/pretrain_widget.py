@@ -108,6 +108,7 @@ class PretrainWidget(Container):
         self.append(self.log)
         self.process: TrainingProcess | None = None
         self.checkpoint: Path | None = None
+        self.config_used: str = str(self.config.value)
         self.start_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
         self._timer = self._make_timer()
@@ -230,7 +231,7 @@ class PretrainWidget(Container):
     def register(self, path: Path, stopped: bool) -> Path:
         """Make ``path`` loadable, add it to the catalogue and refresh every model picker."""
         import_torch_safely()
-        model_dir = loadable_checkpoint(path, getattr(self, "config_used", self.config.value))
+        model_dir = loadable_checkpoint(path, self.config_used)
         if str(model_dir.resolve()) not in {e.spec for e in catalog.list_models()}:
             suffix = f"stopped at {path.name}" if stopped else "pretrained"
             catalog.register_model(model_dir, name=f"{Path(self.out.value).name} ({suffix})")
