@@ -33,6 +33,26 @@ def test_builtin_configs_parse_and_round_trip():
     assert (tiny.image_size, tiny.embed_dim, tiny.context_length) == (112, 256, 64)
 
 
+@pytest.mark.parametrize("name", ["mrplip-tiny", "mrplip-b16", "mrplip-frozen-features"])
+def test_builtin_configs_build(name):
+    """Every built-in config builds (on the meta device: no memory) with the expected size."""
+    with torch.device("meta"):
+        model = build_model(name)
+    n_params = sum(p.numel() for p in model.parameters()) / 1e6
+    expected = {
+        "mrplip-tiny": (5, 20),
+        "mrplip-b16": (140, 200),
+        "mrplip-frozen-features": (60, 110),
+    }
+    low, high = expected[name]
+    assert low < n_params < high
+    with torch.device("meta"):
+        x = torch.zeros(2, 3, model.config.image_size, model.config.image_size)
+        if model.uses_features:
+            x = torch.zeros(2, model.config.vision.feature_dim)
+        assert model.encode_image(x).shape == (2, model.config.embed_dim)
+
+
 def test_config_rejects_typos_and_bad_values(tmp_path):
     raw = load_config("mrplip-tiny").to_dict()
     raw["vision"]["layer"] = 3

@@ -111,8 +111,12 @@ class MRPLIPConfig:
         """Parse a dict, rejecting unknown keys at every level."""
         if not isinstance(raw, dict):
             raise ConfigError(f"an MR-PLIP config must be a JSON object, got {type(raw).__name__}")
-        sub = {"vision": VisionConfig, "text": TextConfig, "fusion": FusionConfig}
-        sub["mrtva"] = MRTVAConfig
+        sub = {
+            "vision": VisionConfig,
+            "text": TextConfig,
+            "fusion": FusionConfig,
+            "mrtva": MRTVAConfig,
+        }
         kwargs = _checked_kwargs(cls, raw, "config")
         for key, sub_cls in sub.items():
             if key in kwargs:
