@@ -155,3 +155,52 @@ def test_derived_source_refuses_stored_and_foreign_levels():
     assert derived_source(shapes, 1, 2) == (0, 2)
     assert derived_source([(1000, 800, 3), (333, 266, 3)], 1, 1) is None  # not a halve chain
     assert derived_source(shapes, None, 1) is None
+
+
+def _ndpi_like(path, img: np.ndarray, blocks: int = 16):
+    """A one-strip JPEG TIFF with restart markers and NDPI's McuStarts/format tags (as scanners
+    write NDPI levels), so tifffile splits it into MCU-row tiles as it does real NDPI."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=90, restart_marker_blocks=blocks)
+    jpeg = buf.getvalue()
+    sos = jpeg.index(b"\xff\xda")
+    starts = [sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")]
+    for i in range(starts[0], len(jpeg) - 1):  # after each RSTn marker (FFD0..FFD7)
+        if jpeg[i] == 0xFF and 0xD0 <= jpeg[i + 1] <= 0xD7:
+            starts.append(i + 2)
+    tags = [(271, "s", 0, "Hamamatsu", True), (65420, "I", 1, 1, True)]
+    tags.append((65426, "I", len(starts), starts, True))
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(
+            iter([jpeg]),
+            shape=img.shape,
+            dtype=np.uint8,
+            photometric="ycbcr",
+            subsampling=(2, 2),
+            compression="jpeg",
+            rowsperstrip=img.shape[0],
+            extratags=tags,
+        )
+    return path
+
+
+def test_ndpi_restart_marker_tiles_use_fast_path(tmp_path):
+    """NDPI: the JPEG's restart intervals are read as tiles, pixels equal to the zarr level."""
+    img = np.tile(data.immunohistochemistry(), (2, 3, 1))[:1000, :1536]
+    path = _ndpi_like(tmp_path / "fake.ndpi.tif", img)
+    with open_slide(path) as slide:
+        info, reader = slide.reader.tiled[0], slide.reader
+        assert slide.metadata["format"] == "ndpi"
+        assert info is not None and (info.tile_h, info.tile_w) == (16, 256)  # one MCU row
+        l0 = slide.levels[0].compute()
+        np.testing.assert_array_equal(slide.read_region(301, 417, 224, 224), l0[417:641, 301:525])
+        # 224 rows from 417 cross MCU rows 26..40 and columns 1..2
+        assert reader.tiles_decoded == 15 * 2
+        np.testing.assert_array_equal(slide.read_region(0, 0, 1536, 1000), l0)
+        l1 = slide.levels[1].compute()
+        np.testing.assert_array_equal(slide.read_region(0, 0, 768, 500, 1), l1)
+    assert np.abs(l0.astype(int) - img).mean() < 4  # it is the image, through lossy JPEG

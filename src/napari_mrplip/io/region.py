@@ -87,9 +87,13 @@ def tiled_level(page, file_size: int) -> TiledLevel | None:
     """A :class:`TiledLevel` for ``page`` when the fast path can read it, else ``None``.
 
     The fast path takes contiguous uint8 RGB pages (tiled, or stripped with whole-width
-    strips) whose tile table is consistent; NDPI and unusual layouts go through zarr instead.
+    strips) whose tile table is consistent. NDPI pages count as tiled: tifffile splits their
+    JPEG at its restart markers (``McuStarts``) into MCU-row tiles decoded with a patched JPEG
+    header (``page.jpegheader``). Unusual layouts go through zarr instead.
     """
-    if page.is_ndpi or page.planarconfig != 1 or page.samplesperpixel != 3 or page.imagedepth != 1:
+    if page.planarconfig != 1 or page.samplesperpixel != 3 or page.imagedepth != 1:
+        return None
+    if page.is_ndpi and page.is_tiled and page.jpegheader is None:
         return None
     if np.dtype(page.dtype) != np.uint8 or page.photometric not in (2, 6):
         return None
@@ -243,7 +247,10 @@ class TiffRegionReader:
             data = os.pread(self._fd, count, offset)
             if len(data) != count:
                 raise EOFError(f"file ends {count - len(data)} bytes early")
-            tile = info.decode(data, index, jpegtables=info.page.jpegtables)[0]
+            page = info.page
+            tile = info.decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)[
+                0
+            ]
             tile = np.asarray(tile).reshape(-1, tile.shape[-2], tile.shape[-1])
         except DECODE_ERRORS as e:
             raise TileReadError(f"{where}: cannot decode tile ({type(e).__name__}: {e})") from e
