@@ -23,8 +23,8 @@ from shapely.validation import explain_validity, make_valid
 
 from .annotations import REVIEW_KEY, Annotation, Review
 
-#: Largest GeoJSON file read (bytes); json parsing needs several times this in memory.
-MAX_GEOJSON_BYTES = 256 * 1024**2
+#: Largest GeoJSON file read (bytes): Python's json needs about 9x this in memory for coordinates.
+MAX_GEOJSON_BYTES = 128 * 1024**2
 #: Largest number of polygon vertices accepted in one file.
 MAX_VERTICES = 20_000_000
 #: Largest number of features accepted in one file.
