@@ -10,6 +10,9 @@ Run:  .venv/bin/python benchmarks/bench_heatmap.py [--model SPEC] [--device cpu|
 3. time to the first partial heatmap for a 1920x1080 viewport (1 screen px = 1 level-0 px)
    on a freshly opened slide (cold: includes the tissue mask) and on a new viewport (warm).
 
+``--threads N`` sets torch's and the BLAS libraries' thread counts (on a shared, busy
+machine one thread per process avoids spin-wait contention).
+
 Model: ``--model`` if given, else the embedded ``mrplip-demo``, else a random-weight
 ``mrplip-tiny`` (same architecture and cost as the embedded model).
 """
@@ -21,11 +24,17 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__" and "--threads" in sys.argv:  # before numpy loads its BLAS
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _n
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CMU = Path(os.environ.get("MRPLIP_SHARED_DATA", ROOT.parent / "shared" / "data")) / (
@@ -63,7 +72,9 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} torch threads, load average {load:.1f}")  # fmt: skip
 
 
 def bench_throughput(encoder, batch_size: int | None) -> dict:
@@ -166,7 +177,12 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--tiles", type=int, default=100_000, help="cached tiles for re-prompt")
+    parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     encoder, note = load_encoder(args.model, args.device)
     report = {"machine": machine(), "model": note, "input_px": encoder.input_size,
               "embed_dim": encoder.embed_dim, "device": str(encoder.device)}  # fmt: skip

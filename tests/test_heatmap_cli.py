@@ -97,3 +97,53 @@ def test_cli_no_gpu_message(cmu_svs, tmp_path, capsys):
                   "--out", str(tmp_path / "a.ome.tif")])  # fmt: skip
     assert heatmap_cli.run(args) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_mrplip_dir(tmp_path_factory):
+    from napari_mrplip.models.checkpoint import save_model
+    from napari_mrplip.models.config import load_config
+    from napari_mrplip.models.mrplip import build_model
+
+    out = tmp_path_factory.mktemp("models") / "mrplip-tiny-random"
+    save_model(build_model(load_config("mrplip-tiny")), out)
+    return out
+
+
+@pytest.mark.slow
+def test_mrplip_cli_end_to_end_with_fusion_and_embed_cache(cmu_svs, tiny_mrplip_dir, tmp_path):
+    """`mrplip embed` fills the disk cache; `mrplip heatmap --cache` then encodes nothing."""
+    from napari_mrplip.cli import main
+
+    cache = tmp_path / "cache"
+    common = ["--model", str(tiny_mrplip_dir), "--mpp", "4.0", "--device", "cpu"]
+    assert main(["embed", str(cmu_svs), "--cache", str(cache), *common]) == 0
+    assert any(cache.rglob("zarr.json"))
+    out = tmp_path / "cmu.ome.zarr"
+    argv = ["heatmap", str(cmu_svs), "--prompt", "dense nuclei", "--prompt", "pink stroma",
+            "--background", "background", "--out", str(out), "--cache", str(cache), *common]  # fmt: skip
+    assert main(argv) == 0
+    import zarr
+
+    root = zarr.open_group(str(out), mode="r")
+    arr = np.asarray(root["0"])
+    assert arr.shape[0] == 2 and np.nanmax(arr) <= 1.0 and np.nanmax(arr) > 0
+
+
+def test_embed_then_heatmap_reencodes_nothing(cmu_svs, tmp_path):
+    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.heatmap.embed_cli import embed_slide
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.io import open_slide
+
+    enc = tiny_loader("tiny", "cpu")
+    with open_slide(cmu_svs) as slide:
+        info = embed_slide(
+            HeatmapEngine(enc, EmbeddingCache(disk_dir=tmp_path)), slide, 4.0, 0.0, True
+        )
+    assert info["encoded"] == info["tiles"] > 0
+    calls = enc.image_encode_calls
+    (summary,) = run_job(
+        job([cmu_svs], tmp_path / "h.ome.tif", cache_dir=str(tmp_path)), loader=tiny_loader
+    )
+    assert summary["encoded"] == 0 and enc.image_encode_calls == calls

@@ -205,3 +205,28 @@ def test_fast_thumbnail_matches_slide_thumbnail(cmu_svs):
     h, w = min(fast.shape[0], ref.shape[0]), min(fast.shape[1], ref.shape[1])
     diff = np.abs(fast[:h, :w].astype(int) - ref[:h, :w].astype(int)).mean()
     assert diff < 20  # same picture (block mean vs anti-aliased resize)
+
+
+class _FlakyReader:
+    """A RegionReader whose tiles in the right third fail to decode (like a corrupt JPEG)."""
+
+    def __init__(self, img):
+        self.img = img
+
+    def read(self, level, x, y, w, h):
+        from napari_mrplip.io.errors import TileReadError
+
+        src = self.img if level == 0 else self.img[::2, ::2]
+        if x * (1 + level) >= 640:  # level 1 is 2x downsampled
+            raise TileReadError(f"/tmp/flaky.svs: level 0 tile at x={x}, y={y} is corrupt")
+        return src[y : y + h, x : x + w]
+
+
+def test_tile_decode_failures_are_nan_counted_and_reported(encoder, caplog):
+    slide = tissue_slide(w=960, h=320, seed=10)
+    slide.reader = _FlakyReader(np.asarray(slide.levels[0]))
+    res = HeatmapEngine(encoder).compute(slide, request(tissue_only=False))
+    assert res.complete
+    assert res.meta["failed_tiles"] == 5 * 5  # cols 10..14 (x >= 640) x 5 rows
+    assert np.isnan(res.scores[:, :, 10:]).all() and np.isfinite(res.scores[:, :, :10]).all()
+    assert "failed to decode" in caplog.text
