@@ -81,11 +81,12 @@ def test_real_run_progresses_cancels_to_a_loadable_checkpoint_listed_in_heatmap_
     pre.device.value = "cpu"
     pre.steps.value = 60  # far more than we let it run: cancel must stop it
     pre.batch_size.value = 2
-    pre.magnifications.value = "5, 10, 20"
+    pre.magnifications.value = "10, 20"
     pre.out.value = tmp_path / "run"
-    proc = pre.start(extra_args=["--parents-per-slide", "4", "--checkpoint-every", "0"])
+    proc = pre.start(extra_args=["--parents-per-slide", "2", "--checkpoint-every", "0"])
     assert proc is not None
-    qtbot.waitUntil(lambda: pre.progress.value >= 2, timeout=180_000)
+    assert pre.progress.value == 0
+    qtbot.waitUntil(lambda: pre.progress.value >= 1, timeout=180_000)
     assert pre.progress.max == 60
     assert pre.plot.curves["loss"]  # the live plot got points
     pre.cancel()

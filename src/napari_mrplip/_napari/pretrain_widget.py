@@ -174,6 +174,8 @@ class PretrainWidget(Container):
         argv = pretrain_command(args, gpus=int(self.gpus.value))
         self.process = TrainingProcess(argv, Path(self.out.value)).start()
         self.checkpoint = None
+        self.config_used = str(self.config.value)
+        self.plot.curves.clear()
         self.progress.value = 0
         self.status.value = "starting..."
         self.log.value = " ".join(argv)
