@@ -61,19 +61,21 @@ def _clip_tower_cfgs(cfg):
     return vision, text
 
 
-def _time_steps(step_fn, steps: int, warmup: int, device: str) -> float:
-    """Seconds per step (median of ``steps`` after ``warmup``)."""
-    times = []
+def _time_arms(arms: dict, steps: int, warmup: int, device: str) -> dict[str, float]:
+    """Median seconds per step of each arm; arms interleaved step by step so that a change
+    in machine load hits every arm alike (this machine is shared)."""
+    times: dict[str, list[float]] = {name: [] for name in arms}
     for i in range(warmup + steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step_fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+        for name, step_fn in arms.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step_fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def _mrplip_step(model, batch, precision: str, device: str):
@@ -122,6 +124,7 @@ def _loader(args, cfg, manifest: Path, workers: int):
         slides=args.slides, out=manifest.parent, batch_size=args.batch_size, workers=workers,
         max_steps=10_000, manifest=manifest, tile_px=args.tile_px,
         children_per_parent=args.children_per_parent, slide_mpp=args.slide_mpp,
+        magnifications=tuple(args.magnifications),
     )  # fmt: skip
     loader, _ = build_loader(pcfg, cfg, manifest, DistInfo(), 0)
     return loader
@@ -154,8 +157,12 @@ def main(argv=None) -> dict:
     p.add_argument("--children-per-parent", type=int, default=None)
     p.add_argument("--slide-mpp", type=float, default=None)
     p.add_argument("--manifest", type=Path, default=None, help="reuse a manifest")
+    p.add_argument("--magnifications", type=float, nargs="+", default=[10.0, 20.0])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return run(args)
 
 
@@ -169,18 +176,21 @@ def run(args) -> dict:
     manifest = args.manifest or work / "manifest.jsonl"
     pcfg = PretrainConfig(slides=args.slides, out=work, manifest=manifest, tile_px=args.tile_px,
                           children_per_parent=args.children_per_parent, slide_mpp=args.slide_mpp,
-                          parents_per_slide=max(8, args.batch_size))  # fmt: skip
-    prepare_manifest(pcfg, cfg, DistInfo())
+                          parents_per_slide=max(8, args.batch_size),
+                          magnifications=tuple(args.magnifications))  # fmt: skip
+    if not Path(manifest).is_file():  # an existing --manifest is used as it is
+        prepare_manifest(pcfg, cfg, DistInfo())
     loader_rate, batch = _loader_rate(_loader(args, cfg, manifest, args.workers),
                                       args.loader_batches)  # fmt: skip
     batch = batch.to(args.device)
     samples = batch.images.shape[0] * batch.images.shape[1]
-    t_clip = _time_steps(_clip_step(clip, clip_loss, itc, batch, args.precision, args.device),
-                         args.steps, args.warmup, args.device)  # fmt: skip
-    t_itc = _time_steps(_mrplip_step(itc, batch, args.precision, args.device),
-                        args.steps, args.warmup, args.device)  # fmt: skip
-    t_full = _time_steps(_mrplip_step(full, batch, args.precision, args.device),
-                         args.steps, args.warmup, args.device)  # fmt: skip
+    arms = {
+        "clip": _clip_step(clip, clip_loss, itc, batch, args.precision, args.device),
+        "itc": _mrplip_step(itc, batch, args.precision, args.device),
+        "full": _mrplip_step(full, batch, args.precision, args.device),
+    }
+    t = _time_arms(arms, args.steps, args.warmup, args.device)
+    t_clip, t_itc, t_full = t["clip"], t["itc"], t["full"]
     result = {
         "device": _device_name(args.device), "config": args.config, "precision": args.precision,
         "bags_per_step": batch.images.shape[0], "tiles_per_bag": batch.images.shape[1],

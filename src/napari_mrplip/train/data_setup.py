@@ -28,23 +28,11 @@ def manifest_path(cfg: PretrainConfig) -> Path:
     return cfg.manifest if cfg.manifest is not None else cfg.out / "manifest.jsonl"
 
 
-def _mpp_overrides(slides: list[str], slide_mpp: float | None) -> dict[str, float | None]:
-    """``--slide-mpp`` for the slides whose files record no µm/px (others keep theirs).
-
-    Opening each slide here also turns a missing or unreadable file into a clean
-    ``SlideOpenError`` before any captioning starts.
-    """
-    from napari_mrplip.io import open_slide
-
-    out: dict[str, float | None] = {}
-    for path in slides:
-        with open_slide(path) as slide:
-            out[path] = slide_mpp if slide.mpp is None else None
-    return out
-
-
 def prepare_manifest(cfg: PretrainConfig, model_cfg, info: DistInfo) -> Path:
     """Build (or reuse the cached) bag manifest on rank 0; the other ranks wait for it.
+
+    A resumed run reuses its manifest file as it is (never rebuilt), so that its data order
+    continues exactly.
 
     Raises
     ------
@@ -54,6 +42,8 @@ def prepare_manifest(cfg: PretrainConfig, model_cfg, info: DistInfo) -> Path:
     from napari_mrplip.data.manifest import build_manifest
 
     path = manifest_path(cfg)
+    if cfg.resume and path.is_file():
+        return path  # a run keeps its bags and captions, even if the captioner changed since
     if info.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         slides = resolve_slides(cfg.slides, path.parent / "slides")
@@ -65,7 +55,7 @@ def prepare_manifest(cfg: PretrainConfig, model_cfg, info: DistInfo) -> Path:
             magnifications=cfg.magnifications,
             tile_px=cfg.tile_px or model_cfg.image_size,
             seed=cfg.seed,
-            slide_mpp=_mpp_overrides(slides, cfg.slide_mpp),
+            slide_mpp=cfg.slide_mpp,  # used only for slides whose files state no µm/px
             children_per_parent=cfg.children_per_parent,
             progress=cfg.progress_bar,
         )

@@ -94,10 +94,16 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
     state.scheduler = make_scheduler(
         state.optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio
     )
-    start_step = 0
+    start_step, saved_data = 0, None
     if cfg.resume:
-        start_step = int(load_checkpoint(ckpts[-1], model, state, info)["step"])
+        payload = load_checkpoint(ckpts[-1], model, state, info)
+        start_step, saved_data = int(payload["step"]), payload.get("data")
     loader, sampler = build_loader(cfg, model_cfg, manifest, info, start_step)
+    if saved_data and saved_data.get("num_samples") != sampler.num_samples:
+        raise PretrainConfigError(
+            f"{manifest} holds {sampler.num_samples} bags but the checkpoint was trained on "
+            f"{saved_data.get('num_samples')}: resume with the run's own manifest"
+        )
     log.emit(
         "start",
         total_steps=cfg.max_steps,
