@@ -107,6 +107,7 @@ class HeatmapWidget(Container):
         self.colormap.changed.connect(self._restyle)
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
+        self.native.destroyed.connect(self._stop_all)
 
     # -- slide selection ------------------------------------------------------------
     def _slide_choices(self, widget=None) -> list[tuple[str, object]]:
@@ -214,7 +215,7 @@ class HeatmapWidget(Container):
         job = HeatmapJob(produce, self.on_result, self.on_done, self.on_error, label=tag)
         job.request, job.slide_layer, job.slide, job.key = request, layer, slide, key
         self.job = job
-        self.jobs.append(job)
+        self.jobs = [j for j in self.jobs if not j.finished] + [job]  # running ones, for close
         self.progress.value = 0
         self.status.value = f"loading {key[0]}..." if key not in self._engines else "computing..."
         return job.start()
@@ -224,6 +225,13 @@ class HeatmapWidget(Container):
         if self.job is not None and not self.job.finished:
             self.job.cancel()
             self.status.value = "cancelled"
+
+    def _stop_all(self, *args) -> None:
+        """On close: stop every computation at its next batch (touches no Qt widget)."""
+        for job in self.jobs:
+            job.cancel_event.set()
+        if self.follower is not None:
+            self.follower._timer.stop()
 
     # -- worker callbacks (main thread) ------------------------------------------------------
     def on_result(self, job: HeatmapJob, result: HeatmapResult) -> None:
