@@ -230,3 +230,21 @@ def test_tile_decode_failures_are_nan_counted_and_reported(encoder, caplog):
     assert res.meta["failed_tiles"] == 5 * 5  # cols 10..14 (x >= 640) x 5 rows
     assert np.isnan(res.scores[:, :, 10:]).all() and np.isfinite(res.scores[:, :, :10]).all()
     assert "failed to decode" in caplog.text
+
+
+def test_new_prompt_computes_one_similarity_column(encoder):
+    slide = tissue_slide(seed=11)
+    eng = HeatmapEngine(encoder)
+    eng.compute(slide, request())  # tissue only: glass tiles are never embedded
+    columns = []
+    real = eng.cache.map_filled
+
+    def counting(key, r0, r1, c0, c1, fn, n_out):
+        columns.append(n_out)
+        return real(key, r0, r1, c0, c1, fn, n_out)
+
+    eng.cache.map_filled = counting
+    eng.compute(slide, request(prompts=("dense nuclei", "pink stroma", "mucin")))
+    assert columns == [1]
+    eng.compute(slide, request(prompts=("mucin", "dense nuclei")))
+    assert columns == [1]  # everything known: no similarity recomputed

@@ -126,6 +126,20 @@ class EmbeddingCache:
                     filled[dst] = blk.filled[src]
         return emb, filled
 
+    def filled_mask(self, key: GridKey, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """``(r1-r0, c1-c0)`` bool: which tiles of the range have a cached embedding."""
+        filled = np.zeros((r1 - r0, c1 - c0), bool)
+        with self._lock:
+            for br in range(r0 // BLOCK, -(-r1 // BLOCK)):
+                for bc in range(c0 // BLOCK, -(-c1 // BLOCK)):
+                    blk = self._block(key, br, bc)
+                    rs, re_ = max(r0, br * BLOCK), min(r1, (br + 1) * BLOCK)
+                    cs, ce = max(c0, bc * BLOCK), min(c1, (bc + 1) * BLOCK)
+                    filled[rs - r0 : re_ - r0, cs - c0 : ce - c0] = blk.filled[
+                        rs - br * BLOCK : re_ - br * BLOCK, cs - bc * BLOCK : ce - bc * BLOCK
+                    ]
+        return filled
+
     def map_filled(self, key: GridKey, r0: int, r1: int, c0: int, c1: int, fn, n_out: int):
         """Apply ``fn`` to the cached embeddings of tiles ``[r0, r1) x [c0, c1)`` in place.
 

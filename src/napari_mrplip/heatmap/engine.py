@@ -221,7 +221,8 @@ class HeatmapEngine:
                     )
                 if batch.ok.any():
                     r, c = r[batch.ok], c[batch.ok]
-                    emb = self.batcher.encode(batch.tiles[batch.ok])
+                    tiles = batch.tiles if batch.ok.all() else batch.tiles[batch.ok]
+                    emb = self.batcher.encode(tiles)  # pinned buffer kept when all decoded
                     self.tiles_encoded += len(emb)
                     self.cache.put(p.key, r + p.r0, c + p.c0, emb)
                     p.filled[r, c] = True

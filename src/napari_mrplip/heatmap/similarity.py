@@ -66,22 +66,26 @@ class SimilarityCache:
         sims : np.ndarray
             ``(E, R, C)`` float32, NaN where the tile is not embedded.
         filled : np.ndarray
-            ``(R, C)`` bool, tiles with a cached embedding.
+            ``(R, C)`` bool, tiles whose similarities to every entry are known.
         """
         r0, r1, c0, c1 = tiles
         with self._lock:
             grids = [self._grid(key, e) for e in entries]
             sims = np.stack([g[r0:r1, c0:c1] for g in grids])
-        known = ~np.isnan(sims)
-        filled = known.any(axis=0)
-        stale = [i for i in range(len(entries)) if not known[i].all()]
+        cached = cache.filled_mask(key, r0, r1, c0, c1)
+        # stale: an entry lacks the similarity of a tile the cache has (never-embedded
+        # tiles, e.g. glass, stay NaN without making the entry stale)
+        stale = [i for i in range(len(entries)) if (np.isnan(sims[i]) & cached).any()]
         if stale:
             t = text[stale]
-            fresh, filled = cache.map_filled(key, r0, r1, c0, c1, lambda e: e @ t.T, len(stale))
-            sims[stale] = fresh
+            fresh, _ = cache.map_filled(key, r0, r1, c0, c1, lambda e: e @ t.T, len(stale))
             with self._lock:
                 for j, i in enumerate(stale):
-                    grids[i][r0:r1, c0:c1] = fresh[j]
+                    sims[i] = np.where(cached, fresh[j], sims[i])
+                    grids[i][r0:r1, c0:c1] = sims[i]
+        # a tile is scored when every entry's similarity is known (also after its embedding
+        # left the LRU)
+        filled = ~np.isnan(sims).any(axis=0)
         return sims, filled
 
     def store(self, key: GridKey, entries: list[str], rows, cols, sims: np.ndarray) -> None:
