@@ -90,3 +90,18 @@ def test_model_picker_lists_catalogue_and_browsed_dirs(panel, tmp_path):
     widget.model.browse.value = other
     assert widget.model.value == str(other.resolve())
     assert any("open_clip" in label for label, _ in widget.model.entries)
+
+
+@pytest.mark.parametrize("name", ["Prompt heatmap", "Pretrain"])
+def test_panels_open_from_the_plugin_menu_with_the_viewer_injected(make_napari_viewer, name):
+    """npe2 instantiates the widget and passes the viewer (annotation napari.viewer.Viewer)."""
+    viewer = make_napari_viewer()
+    add_slide_layer(viewer, _pyramid_slide())
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mrplip", name)
+    assert type(widget).__name__ in {"HeatmapWidget", "PretrainWidget"}
+    if name == "Prompt heatmap":
+        layer, slide = widget.current_slide()
+        assert slide.mpp == 0.5 and layer.name == "ihc.tif"
+        assert widget.build_request(slide).prompts == ("dense nuclei", "pink stroma")
+    else:
+        assert widget.slide_paths() == ["/tmp/ihc.tif"]

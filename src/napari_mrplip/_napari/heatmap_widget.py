@@ -9,6 +9,10 @@ embedded come from the engine's cache. Every callback is a method tests can call
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import napari
 
 from magicgui.widgets import (
     CheckBox,
@@ -61,7 +65,7 @@ class HeatmapWidget(Container):
         encoder with ``models.encoders.get_encoder`` (see :meth:`make_engine`).
     """
 
-    def __init__(self, viewer, engine_factory=None, **kwargs):
+    def __init__(self, viewer: napari.viewer.Viewer, engine_factory=None, **kwargs):
         super().__init__(labels=True, **kwargs)
         self.viewer = viewer
         self.engine_factory = engine_factory or self.make_engine

@@ -11,6 +11,10 @@ from __future__ import annotations
 import importlib.resources
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import napari
 
 from magicgui.widgets import (
     CheckBox,
@@ -75,7 +79,7 @@ class LossPlot:
 class PretrainWidget(Container):
     """Pretrain panel. ``viewer`` is injected by napari (npe2)."""
 
-    def __init__(self, viewer, **kwargs):
+    def __init__(self, viewer: napari.viewer.Viewer, **kwargs):
         super().__init__(labels=True, **kwargs)
         self.viewer = viewer
         self.use_open = CheckBox(text="use the open slide(s)", value=True)
