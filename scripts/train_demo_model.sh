@@ -4,7 +4,7 @@
 # Trains mrplip-tiny with `mrplip pretrain` on CPU on the real public tissue in
 # ../shared/data (CMU-1 H&E, OS-2 Ki67 IHC) and scikit-image's IHC image, with captions from the
 # offline StainCaptioner; OS-1 is held out for scripts/eval_demo_model.py. Then exports OUT/final
-# in float16 into the package. About 20-25 minutes on 1 CPU thread.
+# in float16 into the package. About 15-25 minutes on 1 CPU thread of a shared 2-core machine.
 #
 # Usage: scripts/train_demo_model.sh [OUT_DIR]   (default runs/mrplip-demo; pass --resume as
 #        the second argument to continue an interrupted run)
@@ -20,7 +20,7 @@ DEST=src/napari_mrplip/models/weights/mrplip-demo
     --slides "$DATA/CMU-1-Small-Region.svs" "$DATA/OS-2-ndpi.ome.tif" skimage:immunohistochemistry \
     --out "$OUT" \
     --magnifications 10 20 --children-per-parent 2 --tile-px 112 --parents-per-slide 100 \
-    --batch-size 8 --max-steps "${MAX_STEPS:-300}" --lr 5e-4 --warmup-steps 20 \
+    --batch-size 8 --max-steps "${MAX_STEPS:-200}" --lr 5e-4 --warmup-steps 20 \
     --checkpoint-every 50 --seed 0 --device cpu --threads "${THREADS:-1}" --no-register ${2:-}
 
 "$PY" - "$OUT/final" "$DEST" <<'PYEOF'
