@@ -185,7 +185,10 @@ class MRPLIP(nn.Module):
         if n_kw == 0:
             raise ValueError("CVTA/MRTVA are enabled but the batch has no keyword slots (K = 0)")
         kw_ids = self._trim(batch.keyword_tokens.reshape(bsz * n_kw, -1))
-        kw_emb, kw_tok = self.text(kw_ids)
+        # Bags share most keywords: encode each distinct keyword once (exact), then gather.
+        unique_ids, inverse = torch.unique(kw_ids, dim=0, return_inverse=True)
+        unique_emb, unique_tok = self.text(unique_ids)
+        kw_emb, kw_tok = unique_emb[inverse], unique_tok[inverse]
         kw_n = F.normalize(kw_emb, dim=-1).view(bsz, n_kw, -1)
         mask = batch.keyword_mask.bool()
         cvta, top_idx, top_valid = cvta_loss(img_n, kw_n, mask, self.config.cvta_topk, scale)
