@@ -248,3 +248,15 @@ def test_new_prompt_computes_one_similarity_column(encoder):
     assert columns == [1]
     eng.compute(slide, request(prompts=("mucin", "dense nuclei")))
     assert columns == [1]  # everything known: no similarity recomputed
+
+
+def test_slide_without_mpp_scores_at_a_level(encoder):
+    from napari_mrplip.io.errors import MissingMppError
+
+    slide = tissue_slide(mpp=None, seed=12)
+    res = HeatmapEngine(encoder).compute(slide, request(target_mpp=None, level=1))
+    assert res.mpp is None and res.step_level0 == 64 and res.complete
+    (s, _), (t, _) = res.napari_placement()
+    assert s == 64 and t == pytest.approx(31.5)  # level-0 px when there is no µm/px
+    with pytest.raises(MissingMppError, match="slide-mpp"):
+        list(HeatmapEngine(encoder).run(slide, request(target_mpp=0.5)))
