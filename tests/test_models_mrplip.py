@@ -99,6 +99,25 @@ def test_itc_only_is_a_plain_clip_step(cfg):
     assert losses["itc_loss"].item() == pytest.approx(plain.item(), rel=1e-5)
 
 
+def test_cvta_in_the_model_equals_the_formula_on_encoded_inputs():
+    """Keyword de-duplication and padding trimming inside compute_losses are exact."""
+    from napari_mrplip.models.losses import cvta_loss
+
+    cfg = micro_config(loss_weights={"itc": 0.0, "cvta": 1.0, "mrtva": 0.0, "itm": 0.0, "mlm": 0.0})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    batch = random_batch(cfg, batch_size=3, n_mags=2, n_keywords=6)
+    with torch.no_grad():
+        got = model.compute_losses(batch)["cvta_loss"]
+        b, n = batch.caption_tokens.shape[:2]
+        img = model.encode_image(model.preprocess(batch.images.flatten(0, 1))).view(b, n, -1)
+        kw = model.encode_text(batch.keyword_tokens.flatten(0, 1)).view(b, 6, -1)
+        expected, _, _ = cvta_loss(
+            img, kw, batch.keyword_mask, cfg.cvta_topk, model.get_logit_scale()
+        )
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
 def test_one_optimizer_step_reduces_the_total_loss(cfg):
     torch.manual_seed(0)
     model = build_model(cfg)
