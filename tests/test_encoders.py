@@ -413,3 +413,17 @@ def test_hf_hub_revision_and_snapshot_fallback(tmp_path, monkeypatch):
     assert resolve("hf-hub:org/name").name in {"aaa", "bbb"}  # no refs/main: newest snapshot
     with pytest.raises(ModelLoadError, match="org/name"):
         resolve("hf-hub:noslash")
+
+
+def test_embedded_demo_model_meets_the_contract():
+    from napari_mrplip.models.checkpoint import DEMO_DIR
+
+    if not DEMO_DIR.is_dir():
+        pytest.skip("the embedded demo model has not been built in this checkout")
+    enc = get_encoder("mrplip-demo", device="cpu")
+    assert isinstance(enc, EncoderBackend) and enc.is_mrplip
+    tiles = _tiles(2, px=enc.input_size)
+    emb, txt = enc.encode_tiles(tiles), enc.encode_text(TEXTS)
+    assert emb.shape == (2, enc.embed_dim) and txt.shape == (3, enc.embed_dim)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert np.array_equal(emb, enc.encode_tiles(tiles))
