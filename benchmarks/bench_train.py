@@ -40,7 +40,7 @@ def _build_models(config: str, device: str):
     itc_cfg = replace(cfg, loss_weights={"itc": 1.0, "cvta": 0, "mrtva": 0, "itm": 0, "mlm": 0})
     torch.manual_seed(0)
     full, itc = build_model(cfg).to(device), build_model(itc_cfg).to(device)
-    clip = CLIP(cfg.embed_dim, *_clip_tower_cfgs(cfg)).to(device)
+    clip = CLIP(cfg.embed_dim, *_clip_tower_cfgs(cfg), output_dict=True).to(device)
     return cfg, full, itc, clip, ClipLoss()
 
 

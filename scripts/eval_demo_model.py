@@ -5,8 +5,10 @@ model's training) on a half-overlapping grid at 20x and 10x. Each tile gets its
 StainCaptioner caption and stain statistics.
 
 1. Text-to-image retrieval: every caption queries all tiles; a hit at k when one of the k
-   most similar tiles carries exactly that caption. Chance is computed exactly per query
-   (``1 - C(N - m, k) / C(N, k)`` with m tiles sharing the caption).
+   most similar tiles carries exactly that caption ("exact caption"), or the same content
+   (magnification and findings, ignoring the captioner's random choice of phrasing: "same
+   content"). Chance is computed exactly per query (``1 - C(N - m, k) / C(N, k)`` with m
+   tiles sharing the key).
 2. Zero-shot "dense nuclei" / "stroma" / "background" with CONCH-style prompt ensembles;
    labels from the stain statistics (the StainCaptioner's own thresholds); balanced accuracy
    over the classes present, chance = 1 / (classes present).
@@ -27,7 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mrplip.data.captioners import BACKGROUND, DENSE_NUCLEI, STROMA_RICH, StainCaptioner
+from napari_mrplip.data.captioners import (
+    BACKGROUND,
+    DENSE_NUCLEI,
+    SPARSE_NUCLEI,
+    STROMA_RICH,
+    StainCaptioner,
+)
 from napari_mrplip.io import open_slide
 from napari_mrplip.tiling.geometry import magnification_to_mpp, read_tile_at_mpp
 
@@ -78,12 +86,33 @@ def label(stats: dict) -> int | None:
     return 0 if dense >= stroma else 1
 
 
-def retrieval(text_emb: np.ndarray, tile_emb: np.ndarray, captions: list[str], ks=(1, 5)):
-    """Recall@k of caption -> tile (exact-caption hits) and its exact chance level."""
+def content_signature(stats: dict, magnification: float) -> str:
+    """What a StainCaptioner caption says, without its random choice of phrasing."""
+    flags = {
+        "background": stats["background_fraction"] >= BACKGROUND,
+        "dense": stats["nuclear_fraction"] >= DENSE_NUCLEI,
+        "moderate": SPARSE_NUCLEI <= stats["nuclear_fraction"] < DENSE_NUCLEI,
+        "sparse": stats["nuclear_fraction"] < SPARSE_NUCLEI,
+        "stroma_rich": stats["stroma_fraction"] >= STROMA_RICH,
+        "stroma": 0.15 <= stats["stroma_fraction"] < STROMA_RICH,
+        "dab": stats["dab_fraction"] > 0.01,
+        "fat": stats["fat_fraction"] > 0.15,
+        "lumen": stats["lumen_fraction"] > 0.08,
+        "edge": stats["background_fraction"] > 0.25,
+    }
+    return f"{magnification:g}x:" + ",".join(k for k, v in flags.items() if v)
+
+
+def retrieval(text_emb: np.ndarray, tile_emb: np.ndarray, keys: list[str], ks=(1, 5)):
+    """Recall@k of caption -> tile and its exact chance level.
+
+    A query hits at k when one of the k most similar tiles has the query's key (its exact
+    caption, or its content signature).
+    """
     sim = text_emb @ tile_emb.T
     order = np.argsort(-sim, axis=1)
-    caps = np.array(captions)
-    n = len(captions)
+    caps = np.array(keys)
+    n = len(keys)
     out = {}
     for k in ks:
         hits = [bool((caps[order[q, :k]] == caps[q]).any()) for q in range(n)]
@@ -115,14 +144,15 @@ def zero_shot(encoder, tile_emb: np.ndarray, labels: list[int | None]):
     }
 
 
-def evaluate(spec: str, tiles: np.ndarray, captions: list[str], labels) -> dict:
+def evaluate(spec: str, tiles: np.ndarray, captions: list[str], labels, signatures) -> dict:
     from napari_mrplip.models.encoders import get_encoder
 
     encoder = get_encoder(spec, device="cpu")
     tile_emb = np.concatenate([encoder.encode_tiles(tiles[i : i + 64])
                                for i in range(0, len(tiles), 64)])  # fmt: skip
     text_emb = encoder.encode_text(captions)
-    return {"retrieval": retrieval(text_emb, tile_emb, captions),
+    return {"retrieval_exact_caption": retrieval(text_emb, tile_emb, captions),
+            "retrieval_same_content": retrieval(text_emb, tile_emb, signatures),
             "zero_shot": zero_shot(encoder, tile_emb, labels)}  # fmt: skip
 
 
@@ -155,28 +185,27 @@ def tile_set(path: Path, magnifications, tile_px: int, exclude=(), max_per_label
     mostly glass does not turn retrieval into a background-only task.
     """
     captioner = StainCaptioner()
-    tiles, captions, labels, mags = [], [], [], []
+    tiles, captions, labels, mags, sigs = [], [], [], [], []
     with open_slide(path) as slide:
         for mag in magnifications:
             for tile in grid_tiles(slide, mag, tile_px, exclude):
+                stats = captioner.stats(tile, mag)
                 tiles.append(tile)
                 captions.append(captioner.caption(tile, mag))
-                labels.append(label(captioner.stats(tile, mag)))
+                labels.append(label(stats))
+                sigs.append(content_signature(stats, mag))
                 mags.append(mag)
     keep = _cap_per_label(labels, max_per_label)
-    tiles, captions, labels = (
-        [tiles[i] for i in keep],
-        [captions[i] for i in keep],
-        [labels[i] for i in keep],
+    tiles, captions, labels, mags, sigs = (
+        [seq[i] for i in keep] for seq in (tiles, captions, labels, mags, sigs)
     )
-    mags = [mags[i] for i in keep]
     info = {
         "slide": str(path), "n_tiles": len(tiles), "excluded_training_boxes": len(exclude),
         "tiles_per_magnification": {f"{m:g}x": mags.count(m) for m in magnifications},
-        "distinct_captions": len(set(captions)),
+        "distinct_captions": len(set(captions)), "distinct_content_signatures": len(set(sigs)),
         "label_counts": {c: labels.count(i) for i, c in enumerate(CLASSES)},
     }  # fmt: skip
-    return np.stack(tiles), captions, labels, info
+    return np.stack(tiles), captions, labels, sigs, info
 
 
 def main(argv=None) -> dict:
@@ -211,11 +240,11 @@ def main(argv=None) -> dict:
     result = {"model": str(resolve_checkpoint(args.model))}
     with tempfile.TemporaryDirectory() as tmp:
         baseline = random_init_dir(model.config, Path(tmp) / "random")
-        for name, (tiles, captions, labels, info) in sets.items():
+        for name, (tiles, captions, labels, sigs, info) in sets.items():
             result[name] = {
                 **info,
-                "trained": evaluate(args.model, tiles, captions, labels),
-                "random_init": evaluate(baseline, tiles, captions, labels),
+                "trained": evaluate(args.model, tiles, captions, labels, sigs),
+                "random_init": evaluate(baseline, tiles, captions, labels, sigs),
             }
     print(json.dumps(result, indent=2))
     if args.json:
