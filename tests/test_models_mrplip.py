@@ -133,7 +133,7 @@ def test_one_optimizer_step_reduces_the_total_loss(cfg):
     opt.zero_grad()
     with torch.no_grad():
         after = total()
-    assert float(after) < float(before)
+    assert after.item() < before.item()
 
 
 def test_every_term_reaches_its_own_parameters(cfg):
