@@ -103,5 +103,9 @@ def test_panels_open_from_the_plugin_menu_with_the_viewer_injected(make_napari_v
         layer, slide = widget.current_slide()
         assert slide.mpp == 0.5 and layer.name == "ihc.tif"
         assert widget.build_request(slide).prompts == ("dense nuclei", "pink stroma")
+        from napari_mrplip._napari.view import view_state
+
+        state = view_state(widget.viewer, layer, slide)  # through npe2's PublicOnlyProxy
+        assert not state.empty and 0 <= state.level < len(slide.levels)
     else:
         assert widget.slide_paths() == ["/tmp/ihc.tif"]
