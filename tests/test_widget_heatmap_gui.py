@@ -92,13 +92,14 @@ def test_model_picker_lists_catalogue_and_browsed_dirs(panel, tmp_path):
     assert any("open_clip" in label for label, _ in widget.model.entries)
 
 
-@pytest.mark.parametrize("name", ["Prompt heatmap", "Pretrain"])
+@pytest.mark.parametrize("name", ["Prompt heatmap", "Pretrain", "Annotation review", "Fine-tune"])
 def test_panels_open_from_the_plugin_menu_with_the_viewer_injected(make_napari_viewer, name):
     """npe2 instantiates the widget and passes the viewer (annotation napari.viewer.Viewer)."""
     viewer = make_napari_viewer()
     add_slide_layer(viewer, _pyramid_slide())
     _, widget = viewer.window.add_plugin_dock_widget("napari-mrplip", name)
-    assert type(widget).__name__ in {"HeatmapWidget", "PretrainWidget"}
+    assert type(widget).__name__ in {"HeatmapWidget", "PretrainWidget", "ReviewWidget", "FinetuneWidget"}
+    assert widget.viewer is not None
     if name == "Prompt heatmap":
         layer, slide = widget.current_slide()
         assert slide.mpp == 0.5 and layer.name == "ihc.tif"
@@ -107,5 +108,5 @@ def test_panels_open_from_the_plugin_menu_with_the_viewer_injected(make_napari_v
 
         state = view_state(widget.viewer, layer, slide)  # through npe2's PublicOnlyProxy
         assert not state.empty and 0 <= state.level < len(slide.levels)
-    else:
+    elif name == "Pretrain":
         assert widget.slide_paths() == ["/tmp/ihc.tif"]

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from magicgui.widgets import (
     ComboBox,
@@ -24,6 +25,9 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+
+if TYPE_CHECKING:
+    import napari
 
 from napari_mrplip._napari import finetune_layers as fl
 from napari_mrplip._napari.model_picker import ModelPicker
@@ -42,7 +46,7 @@ class FinetuneWidget(Container):
     viewer : napari.viewer.Viewer
     """
 
-    def __init__(self, viewer):
+    def __init__(self, viewer: napari.viewer.Viewer):
         self.viewer = viewer
         self.model = ModelPicker(label="base model")
         self.source = ComboBox(label="data", choices=SOURCES, value="layer")

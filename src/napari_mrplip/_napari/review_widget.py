@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
+
+if TYPE_CHECKING:
+    import napari
 
 from napari_mrplip.review.annotations import Annotation, set_label
 from napari_mrplip.review.geojson import AnnotationDocument, read_document, write_annotations
@@ -45,7 +49,7 @@ LAYER_NAME = "annotations (review)"
 class ReviewWidget(Container):
     """Annotation review panel. ``viewer`` is injected by napari (npe2)."""
 
-    def __init__(self, viewer, **kwargs):
+    def __init__(self, viewer: napari.viewer.Viewer, **kwargs):
         super().__init__(labels=True, **kwargs)
         self.viewer = viewer
         self.slide_layer = ComboBox(label="slide", choices=self._slide_choices)

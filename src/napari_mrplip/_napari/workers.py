@@ -97,32 +97,15 @@ class HeatmapJob:
         self._on_done(self)
 
 
-def _llvm_loaded() -> bool:
-    """True when an LLVM shared library (Mesa's llvmpipe/radeonsi) is mapped in this process."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            return any("libLLVM" in line for line in f)
-    except OSError:
-        return False
-
-
 def import_torch_safely() -> None:
-    """Import torch and open_clip on the main thread, without crashing next to Mesa's LLVM.
+    """Import torch and open_clip on the main thread, before a worker thread needs them.
 
-    torch imports triton (through torchvision -> torch._dynamo), and loading triton's LLVM
-    after Mesa's ``libLLVM`` (loaded by napari's OpenGL canvas on llvmpipe and on AMD/Intel
-    Mesa drivers) segfaults the process. When that library is already mapped and triton is
-    not yet imported, triton is hidden from torch (``torch.compile`` with inductor is then
-    unavailable in the viewer process; eager inference is unaffected). Importing torch
-    before the viewer starts (``mrplip demo`` does) avoids the problem altogether.
+    Importing a large extension module first inside a worker thread while Qt runs the main
+    loop is slow and fragile; the panels call this from their button handlers. Triton,
+    whose LLVM crashes next to Mesa's, is already kept out of this process by
+    ``napari_mrplip._napari`` itself (see ``_keep_triton_out``).
     """
     if "torch" in sys.modules and "open_clip" in sys.modules:
         return
-    if "triton" not in sys.modules and _llvm_loaded():
-        log.warning(
-            "napari-mrplip: OpenGL's LLVM is loaded; importing triton now would crash, so "
-            "torch runs without triton in this process (no torch.compile)"
-        )
-        sys.modules["triton"] = None
     import open_clip  # noqa: F401
     import torch  # noqa: F401
