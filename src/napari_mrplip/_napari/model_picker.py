@@ -21,10 +21,15 @@ _PICKERS: weakref.WeakSet = weakref.WeakSet()
 
 def refresh_all() -> int:
     """Re-read the catalogue in every live picker; returns how many were refreshed."""
-    pickers = list(_PICKERS)
-    for picker in pickers:
-        picker.refresh()
-    return len(pickers)
+    refreshed = 0
+    for picker in list(_PICKERS):
+        try:
+            picker.refresh()
+        except RuntimeError:  # its Qt widget was deleted (panel closed) but Python still holds it
+            _PICKERS.discard(picker)
+            continue
+        refreshed += 1
+    return refreshed
 
 
 def _guess_kind(path: Path) -> str:
