@@ -112,32 +112,17 @@ class EmbeddingCache:
         emb = np.zeros((r1 - r0, c1 - c0, key.dim), np.float32)
         filled = np.zeros((r1 - r0, c1 - c0), bool)
         with self._lock:
-            for br in range(r0 // BLOCK, -(-r1 // BLOCK)):
-                for bc in range(c0 // BLOCK, -(-c1 // BLOCK)):
-                    blk = self._block(key, br, bc)
-                    rs, re_ = max(r0, br * BLOCK), min(r1, (br + 1) * BLOCK)
-                    cs, ce = max(c0, bc * BLOCK), min(c1, (bc + 1) * BLOCK)
-                    src = (
-                        slice(rs - br * BLOCK, re_ - br * BLOCK),
-                        slice(cs - bc * BLOCK, ce - bc * BLOCK),
-                    )
-                    dst = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
-                    emb[dst] = blk.emb[src]
-                    filled[dst] = blk.filled[src]
+            for blk, src, dst in self._blocks_in(key, r0, r1, c0, c1):
+                emb[dst] = blk.emb[src]
+                filled[dst] = blk.filled[src]
         return emb, filled
 
     def filled_mask(self, key: GridKey, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         """``(r1-r0, c1-c0)`` bool: which tiles of the range have a cached embedding."""
         filled = np.zeros((r1 - r0, c1 - c0), bool)
         with self._lock:
-            for br in range(r0 // BLOCK, -(-r1 // BLOCK)):
-                for bc in range(c0 // BLOCK, -(-c1 // BLOCK)):
-                    blk = self._block(key, br, bc)
-                    rs, re_ = max(r0, br * BLOCK), min(r1, (br + 1) * BLOCK)
-                    cs, ce = max(c0, bc * BLOCK), min(c1, (bc + 1) * BLOCK)
-                    filled[rs - r0 : re_ - r0, cs - c0 : ce - c0] = blk.filled[
-                        rs - br * BLOCK : re_ - br * BLOCK, cs - bc * BLOCK : ce - bc * BLOCK
-                    ]
+            for blk, src, dst in self._blocks_in(key, r0, r1, c0, c1):
+                filled[dst] = blk.filled[src]
         return filled
 
     def map_filled(self, key: GridKey, r0: int, r1: int, c0: int, c1: int, fn, n_out: int):
@@ -157,24 +142,32 @@ class EmbeddingCache:
         out = np.full((n_out, r1 - r0, c1 - c0), np.nan, np.float32)
         filled = np.zeros((r1 - r0, c1 - c0), bool)
         with self._lock:
-            for br in range(r0 // BLOCK, -(-r1 // BLOCK)):
-                for bc in range(c0 // BLOCK, -(-c1 // BLOCK)):
-                    blk = self._block(key, br, bc)
-                    rs, re_ = max(r0, br * BLOCK), min(r1, (br + 1) * BLOCK)
-                    cs, ce = max(c0, bc * BLOCK), min(c1, (bc + 1) * BLOCK)
-                    src = (
-                        slice(rs - br * BLOCK, re_ - br * BLOCK),
-                        slice(cs - bc * BLOCK, ce - bc * BLOCK),
-                    )
-                    sub = blk.filled[src]
-                    if not sub.any():
-                        continue
-                    dst = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
-                    vals = fn(blk.emb.reshape(BLOCK * BLOCK, -1)).reshape(BLOCK, BLOCK, n_out)
-                    vals = np.moveaxis(vals[src], -1, 0)
-                    out[(slice(None), *dst)] = np.where(sub, vals, np.nan)
-                    filled[dst] = sub
+            for blk, src, dst in self._blocks_in(key, r0, r1, c0, c1):
+                sub = blk.filled[src]
+                if not sub.any():
+                    continue
+                vals = fn(blk.emb.reshape(BLOCK * BLOCK, -1)).reshape(BLOCK, BLOCK, n_out)
+                vals = np.moveaxis(vals[src], -1, 0)
+                out[(slice(None), *dst)] = np.where(sub, vals, np.nan)
+                filled[dst] = sub
         return out, filled
+
+    def _blocks_in(self, key: GridKey, r0: int, r1: int, c0: int, c1: int):
+        """Yield ``(block, src, dst)`` for every cache block meeting tiles ``[r0, r1) x [c0, c1)``.
+
+        ``src`` indexes the block's own ``(BLOCK, BLOCK)`` arrays and ``dst`` the
+        ``(r1-r0, c1-c0)`` output; the caller holds the lock.
+        """
+        for br in range(r0 // BLOCK, -(-r1 // BLOCK)):
+            for bc in range(c0 // BLOCK, -(-c1 // BLOCK)):
+                rs, re_ = max(r0, br * BLOCK), min(r1, (br + 1) * BLOCK)
+                cs, ce = max(c0, bc * BLOCK), min(c1, (bc + 1) * BLOCK)
+                src = (
+                    slice(rs - br * BLOCK, re_ - br * BLOCK),
+                    slice(cs - bc * BLOCK, ce - bc * BLOCK),
+                )
+                dst = (slice(rs - r0, re_ - r0), slice(cs - c0, ce - c0))
+                yield self._block(key, br, bc), src, dst
 
     def put(self, key: GridKey, rows: np.ndarray, cols: np.ndarray, emb: np.ndarray) -> None:
         """Store ``emb`` ``(N, D)`` for tiles at ``rows``, ``cols`` ``(N,)`` of the lattice."""
