@@ -2,7 +2,8 @@
 
 Formats built here: MR-PLIP checkpoint dir, open_clip ``local-dir`` (safetensors and .bin),
 a Hugging Face cache layout for ``hf-hub:``, a transformers ``CLIPModel`` (PLIP) directory
-with an offline-built CLIP tokenizer, and a CONCH-shaped directory with its tokenizer.
+with an offline-built CLIP tokenizer. CONCH has its own non-circular test
+(``test_encoders_conch.py``); more published layouts are in ``test_encoders_published.py``.
 """
 
 from __future__ import annotations
@@ -169,100 +170,12 @@ def _pooled(out):
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-CONCH_TINY = {
-    "embed_dim": 16,
-    "embed_dim_caption": 32,
-    "vision_cfg": {
-        "image_size": 32,
-        "patch_size": 8,
-        "layers": 2,
-        "width": 32,
-        "num_heads": 2,
-        "attentional_pool_caption": True,
-        "attentional_pool_contrast": True,
-        "attn_pooler_heads": 2,
-        "n_queries_contrast": 1,
-        "n_queries_caption": 4,
-        "output_tokens": True,
-    },
-    "text_cfg": {
-        "context_length": 24,
-        "vocab_size": 300,
-        "width": 32,
-        "heads": 2,
-        "layers": 2,
-        "embed_cls": True,
-    },
-    "multimodal_cfg": {
-        "context_length": 24,
-        "vocab_size": 300,
-        "width": 32,
-        "heads": 2,
-        "layers": 1,
-    },
-    "custom_text": True,
-}
-
-
-def _conch_tokenizer(path: Path):
-    """A byte-level BPE in CONCH's format: <pad>=0, start/end tokens added by the template."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    special = ["<pad>", "<start_of_text>", "<end_of_text>"]
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special, show_progress=False)
-    corpus = ["dense nuclei in tumour", "pink stroma with fibroblasts", "background and fat"] * 20
-    tok.train_from_iterator(corpus, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<start_of_text> $A <end_of_text>",
-        special_tokens=[("<start_of_text>", 1), ("<end_of_text>", 2)],
-    )
-    tok.save(str(path))
-
-
-def _conch_dir(root: Path):
-    from transformers import PreTrainedTokenizerFast
-
-    from napari_mrplip.models.encoders.conch import ConchModel
-
-    out = root / "conch"
-    out.mkdir()
-    (out / "conch_config.json").write_text(json.dumps(CONCH_TINY))
-    _conch_tokenizer(out / "conch_byte_level_bpe_uncased.json")
-    torch.manual_seed(3)
-    model = ConchModel(CONCH_TINY).eval()
-    state = dict(model.state_dict())
-    state["text_decoder.ln_final.weight"] = torch.ones(32)  # decoder weights are skipped
-    state["visual.attn_pool_caption.query"] = torch.zeros(4, 32)
-    torch.save(state, out / "pytorch_model.bin")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_file=str(out / "conch_byte_level_bpe_uncased.json"),
-        bos_token="<start_of_text>",
-        eos_token="<end_of_text>",
-        pad_token="<pad>",
-    )
-
-    def reference(tiles, texts):
-        ids = tok(texts, max_length=23, padding="max_length", truncation=True, return_tensors="pt")
-        ids = F.pad(ids["input_ids"], (0, 1), value=0)[:, :-1]  # CONCH's tokenize + encode_text
-        return model.encode_image(
-            _norm(
-                tiles, 32, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-            )
-        ), model.text(ids)
-
-    return str(out), reference
-
-
 FORMATS = [
     "mrplip",
     "open_clip_safetensors",
     "open_clip_bin_plain_dir",
     "hf_cache",
     "plip",
-    "conch",
 ]
 
 
@@ -285,10 +198,8 @@ def built(request, tmp_path_factory, _module_monkeypatch):
         spec, ref = _open_clip_dir(root, "open_clip_pytorch_model.bin", prefix="")
     elif name == "hf_cache":
         spec, ref = _hf_cache(root, _module_monkeypatch)
-    elif name == "plip":
-        spec, ref = _plip_dir(root)
     else:
-        spec, ref = _conch_dir(root)
+        spec, ref = _plip_dir(root)
     encoder = get_encoder(spec, device="cpu")
     return name, encoder, ref
 
@@ -374,13 +285,6 @@ def test_open_clip_bin_with_pickled_objects_is_refused(tmp_path):
         get_encoder(str(out))
 
 
-def test_conch_without_tokenizer_says_where_to_get_it(tmp_path):
-    spec, _ = _conch_dir(tmp_path)
-    (Path(spec) / "conch_byte_level_bpe_uncased.json").unlink()
-    with pytest.raises(ModelLoadError, match="tokenizers"):
-        get_encoder(spec)
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_autocast_matches_cpu(tmp_path):
@@ -396,7 +300,7 @@ def test_gpu_autocast_matches_cpu(tmp_path):
 
 def test_local_dir_prefix_reaches_other_formats(built):
     name, enc, _ = built
-    if name not in ("plip", "conch", "mrplip"):
+    if name not in ("plip", "mrplip"):
         pytest.skip("only for non-open_clip directories")
     other = get_encoder("local-dir:" + enc.source, device="cpu")
     assert other.model_id == enc.model_id
@@ -427,3 +331,24 @@ def test_embedded_demo_model_meets_the_contract():
     assert emb.shape == (2, enc.embed_dim) and txt.shape == (3, enc.embed_dim)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert np.array_equal(emb, enc.encode_tiles(tiles))
+
+
+def test_snapshot_with_both_formats_goes_the_open_clip_way(tmp_path):
+    """open_clip's file order (open_clip_pytorch_model.bin before model.safetensors) and
+    open_clip before a transformers CLIP config in the same folder."""
+    from safetensors.torch import save_file
+
+    model, cfg = _open_clip_model()
+    out = tmp_path / "both"
+    _write_open_clip(out, model, cfg, "open_clip_pytorch_model.bin")
+    other, _ = _open_clip_model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    save_file(other.state_dict(), str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    enc = get_encoder(str(out), device="cpu")
+    assert enc.model_id.startswith("open_clip:")
+    img, _ = _open_clip_reference(model)(_tiles(), TEXTS)
+    cos = F.cosine_similarity(torch.from_numpy(enc.encode_tiles(_tiles())), img.double().float())
+    assert cos.min() >= 0.9999

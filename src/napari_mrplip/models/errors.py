@@ -12,3 +12,11 @@ class ModelLoadError(ValueError):
 
 class ConfigError(ValueError):
     """An MR-PLIP configuration is malformed (unknown key, wrong type, bad value)."""
+
+
+class NoTextTowerError(ValueError):
+    """Text prompts were given to a vision-only tile encoder (UNI, Virchow, ...).
+
+    The message names the model and says what it can be used for instead (fine-tuning, a
+    linear probe, a fine-tuned checkpoint with class vectors).
+    """

@@ -11,8 +11,9 @@ import importlib
 
 from napari_mrplip.models.errors import ModelLoadError
 
-#: Backend modules in detection order (most specific first).
-BACKENDS = ("finetuned", "mrplip", "conch", "plip", "open_clip_dir", "hf_hub")
+#: Backend modules in detection order (most specific first). open_clip directories come
+#: before transformers CLIP folders: a snapshot holding both formats is open_clip's.
+BACKENDS = ("finetuned", "mrplip", "conch", "open_clip_dir", "plip", "hf_hub")
 
 
 def _backend(name: str):

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_mrplip.models.errors import NoTextTowerError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -60,6 +62,11 @@ class TorchEncoder:
         True for our own models (multi-magnification aware).
     source : str
         The directory the weights were loaded from.
+    load_report : LoadReport or None
+        Missing/unexpected keys of the foreign weights file (``weights.LoadReport``).
+    has_text : bool
+        False for vision-only tile encoders (UNI, Virchow, ...): ``encode_text`` raises
+        ``NoTextTowerError`` with ``no_text_reason``.
     """
 
     is_mrplip = False
@@ -69,7 +76,7 @@ class TorchEncoder:
         *,
         model_id: str,
         image_fn: Callable[[torch.Tensor], torch.Tensor],
-        text_fn: Callable[[list[str]], torch.Tensor],
+        text_fn: Callable[[list[str]], torch.Tensor] | None,
         input_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
@@ -80,6 +87,8 @@ class TorchEncoder:
         precision: str = "auto",
         module: torch.nn.Module | None = None,
         source: str = "",
+        load_report=None,
+        no_text_reason: str = "",
     ):
         self.model_id = model_id
         self._image_fn, self._text_fn = image_fn, text_fn
@@ -93,6 +102,8 @@ class TorchEncoder:
         self._amp_dtype = autocast_dtype(device, precision)
         self.module = module
         self.source = source
+        self.load_report = load_report
+        self.no_text_reason = no_text_reason
         self.image_encode_calls = 0
 
     def _ctx(self):
@@ -114,8 +125,14 @@ class TorchEncoder:
             out = self._image_fn(x)
         return _to_numpy(out)
 
+    @property
+    def has_text(self) -> bool:
+        return self._text_fn is not None
+
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """``P`` texts -> float32 ``(P, D)``, rows L2-normalised."""
+        if self._text_fn is None:
+            raise NoTextTowerError(self.no_text_reason or f"{self.model_id} has no text tower")
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return np.zeros((0, self.embed_dim), np.float32)

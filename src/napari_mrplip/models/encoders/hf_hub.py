@@ -1,5 +1,7 @@
 """``hf-hub:org/name`` resolved in the existing local Hugging Face cache only (never downloads).
 
+Repository names match case-insensitively, as on the hub.
+
 The cache root is ``$HF_HUB_CACHE``, else ``$HUGGINGFACE_HUB_CACHE``, else ``$HF_HOME/hub``,
 else ``~/.cache/huggingface/hub``; a repository lives in ``models--org--name/snapshots/<rev>/``
 with ``refs/main`` naming the revision. The snapshot directory is then loaded by whichever
@@ -30,13 +32,28 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "huggingface" / "hub"
 
 
+def cached_repo(repo: str) -> Path:
+    """``models--org--name`` for ``repo`` in the cache, matched case-insensitively.
+
+    The hub treats repository names case-insensitively (``MahmoodLab/conch`` and
+    ``MahmoodLab/CONCH`` are one repository) but the cache folder keeps the spelling of
+    the first download. An exact match wins; the returned path may not exist.
+    """
+    root = cache_root()
+    name = "models--" + repo.replace("/", "--")
+    if (root / name).is_dir() or not root.is_dir():
+        return root / name
+    matches = sorted(p for p in root.iterdir() if p.name.lower() == name.lower() and p.is_dir())
+    return matches[0] if matches else root / name
+
+
 def resolve(spec: str) -> Path:
     """The cached snapshot directory of ``hf-hub:org/name[@revision]``."""
     repo = spec.split(":", 1)[1].strip("/")
     repo, _, revision = repo.partition("@")
     if repo.count("/") != 1:
         raise ModelLoadError(f"{spec!r}: expected 'hf-hub:org/name'")
-    base = cache_root() / ("models--" + repo.replace("/", "--"))
+    base = cached_repo(repo)
     snapshots = base / "snapshots"
     if not snapshots.is_dir():
         raise ModelLoadError(

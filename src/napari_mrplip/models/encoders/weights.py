@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from napari_mrplip.models.errors import ModelLoadError
 
-#: Weight file names tried in order (safetensors first).
+#: Weight file names tried in order: open_clip's own preference (``factory._find_checkpoint_in_dir``):
+#: its named files first, then the generic Hugging Face names.
 WEIGHT_NAMES = (
     "open_clip_model.safetensors",
     "open_clip_pytorch_model.safetensors",
-    "model.safetensors",
     "open_clip_pytorch_model.bin",
-    "pytorch_model.bin",
     "open_clip_pytorch_model.pth",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.pth",
+    "model.pth",
 )
+#: Largest JSON/YAML/tokenizer side file read (bytes): a malformed one cannot exhaust memory.
+MAX_SIDE_FILE = 64 << 20
 
 
 def find_weights(root: Path, names: tuple[str, ...] = WEIGHT_NAMES) -> Path:
@@ -59,14 +66,105 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_into(model: torch.nn.Module, state: dict, path: Path, strict: bool = True) -> None:
-    """``model.load_state_dict(state)`` with a ModelLoadError naming ``path`` on mismatch."""
+@dataclass(frozen=True)
+class LoadReport:
+    """What ``load_state_dict`` did with a foreign file.
+
+    Attributes
+    ----------
+    path : str
+        The weights file.
+    missing : tuple of str
+        Model parameters the file does not hold (left at their random initial values).
+    unexpected : tuple of str
+        File tensors the model has no place for (not used).
+    skipped : int
+        File tensors deliberately not loaded (e.g. CONCH's captioning decoder).
+    """
+
+    path: str
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    skipped: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.missing and not self.unexpected
+
+    def summary(self) -> str:
+        """One line: counts and the first few key names of each kind."""
+        def few(keys):
+            return ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
+
+        parts = [f"{self.path}:"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing key(s) left random ({few(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected key(s) unused ({few(self.unexpected)})")
+        if self.skipped:
+            parts.append(f"{self.skipped} key(s) skipped by design")
+        return " ".join(parts) if len(parts) > 1 else f"{self.path}: all keys loaded"
+
+
+def load_into(
+    model: torch.nn.Module, state: dict, path: Path, strict: bool = True, skipped: int = 0
+) -> LoadReport:
+    """Load ``state`` into ``model``; return (and warn about) missing/unexpected keys.
+
+    ``strict=True`` (open_clip's and transformers' behaviour) raises ModelLoadError naming
+    ``path`` on any mismatch; ``strict=False`` (CONCH's own loader) loads what fits and
+    reports the rest with a ``UserWarning``: nothing is dropped silently. Shape mismatches
+    are always an error.
+    """
     try:
-        model.load_state_dict(state, strict=strict)
+        result = model.load_state_dict(state, strict=strict)
     except RuntimeError as e:
         raise ModelLoadError(
             f"weights {path} do not fit the architecture in its config: {e}"
         ) from e
+    report = LoadReport(
+        str(path), tuple(result.missing_keys), tuple(result.unexpected_keys), skipped
+    )
+    if not report.clean:
+        warnings.warn(report.summary(), UserWarning, stacklevel=2)
+    return report
+
+
+def check_size_fits(model: torch.nn.Module, path: Path, slack: float = 1.05) -> None:
+    """Refuse a config whose parameters cannot be in ``path`` (bounds what a bad config allocates).
+
+    Call with ``model`` built on the ``meta`` device (no memory): even at 2 bytes per
+    parameter the weights must fit in the file.
+    """
+    n = sum(p.numel() for p in model.parameters())
+    need = 2 * n
+    have = path.stat().st_size
+    if need > have * slack + (1 << 20):
+        raise ModelLoadError(
+            f"the config next to {path} describes {n / 1e6:.1f} M parameters "
+            f"(>= {need / 1e9:.2f} GB) but the file holds {have / 1e9:.2f} GB: config and "
+            "weights do not belong together; use the config published with these weights"
+        )
+
+
+def read_side_file(path: Path, limit: int = MAX_SIDE_FILE) -> str:
+    """Text of a small side file (config, tokenizer) after a size check."""
+    size = path.stat().st_size
+    if size > limit:
+        raise ModelLoadError(
+            f"{path} is {size / 2**20:.0f} MiB, larger than any published config or "
+            f"tokenizer ({limit >> 20} MiB): replace it with the published file"
+        )
+    return path.read_text(encoding="utf-8")
+
+
+def build_bounded(make, weights: Path):
+    """``make()`` once on the meta device to check its size against ``weights``, then for real."""
+    with torch.device("meta"):
+        probe = make()
+    check_size_fits(probe, weights)
+    del probe
+    return make()
 
 
 def weights_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
