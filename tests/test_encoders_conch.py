@@ -89,8 +89,13 @@ class Reference:
         torch.manual_seed(seed)
         v, t = CONFIG["vision_cfg"], CONFIG["text_cfg"]
         self.trunk = VisionTransformer(
-            img_size=SIZE, patch_size=16, embed_dim=WIDTH, depth=2, num_heads=4,
-            num_classes=0, global_pool="",
+            img_size=SIZE,
+            patch_size=16,
+            embed_dim=WIDTH,
+            depth=2,
+            num_heads=4,
+            num_classes=0,
+            global_pool="",
         ).eval()
         self.pool = AttentionalPooler(DIM, WIDTH, n_head=8, n_queries=1).eval()
         self.pool_caption = AttentionalPooler(WIDTH, WIDTH, n_head=8, n_queries=4)
@@ -99,8 +104,14 @@ class Reference:
         torch.nn.init.normal_(self.ln.bias, 0.0, 0.2)
         self.proj = torch.randn(DIM, DIM) * DIM**-0.5
         self.text = TextTransformer(
-            context_length=t["context_length"] - 1, vocab_size=VOCAB, width=WIDTH, heads=4,
-            layers=2, output_dim=DIM, embed_cls=True, pad_id=0,
+            context_length=t["context_length"] - 1,
+            vocab_size=VOCAB,
+            width=WIDTH,
+            heads=4,
+            layers=2,
+            output_dim=DIM,
+            embed_cls=True,
+            pad_id=0,
         ).eval()
         torch.nn.init.normal_(self.text.cls_emb, std=0.5)
         assert v["attn_pooler_heads"] == 8
@@ -108,9 +119,14 @@ class Reference:
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"visual.trunk.{k}": x for k, x in self.trunk.state_dict().items()}
         state |= {f"visual.attn_pool_contrast.{k}": x for k, x in self.pool.state_dict().items()}
-        state |= {f"visual.attn_pool_caption.{k}": x for k, x in self.pool_caption.state_dict().items()}
+        state |= {
+            f"visual.attn_pool_caption.{k}": x for k, x in self.pool_caption.state_dict().items()
+        }
         state |= {f"visual.ln_contrast.{k}": x for k, x in self.ln.state_dict().items()}
-        state |= {"visual.ln_caption.weight": torch.ones(WIDTH), "visual.ln_caption.bias": torch.zeros(WIDTH)}
+        state |= {
+            "visual.ln_caption.weight": torch.ones(WIDTH),
+            "visual.ln_caption.bias": torch.zeros(WIDTH),
+        }
         state["visual.proj_contrast"] = self.proj
         state |= {f"text.{k}": x for k, x in self.text.state_dict().items()}
         state["text_decoder.ln_final.weight"] = torch.ones(WIDTH)  # skipped: captioning only
@@ -122,7 +138,9 @@ class Reference:
     def image(self, tiles: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float()
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True) / 255
-        x = (x - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+        x = (x - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(
+            1, 3, 1, 1
+        )
         tokens = self.trunk(x)  # (B, 1 + N, W): global_pool='' keeps every token
         return self.ln(self.pool(tokens)[:, 0]) @ self.proj
 
@@ -131,11 +149,16 @@ class Reference:
         from transformers import PreTrainedTokenizerFast
 
         tok = PreTrainedTokenizerFast(
-            tokenizer_file=str(tokenizer_file), bos_token="<start_of_text>",
-            eos_token="<end_of_text>", pad_token="<pad>",
+            tokenizer_file=str(tokenizer_file),
+            bos_token="<start_of_text>",
+            eos_token="<end_of_text>",
+            pad_token="<pad>",
         )
         ids = tok(  # CONCH calls batch_encode_plus (removed in transformers 5): same arguments
-            texts, max_length=CTX - 1, truncation=True, padding="max_length",
+            texts,
+            max_length=CTX - 1,
+            truncation=True,
+            padding="max_length",
             return_tensors="pt",
         )["input_ids"]
         ids = F.pad(ids, (0, 1), value=0)[:, :-1]  # CONCH pads to 128 then drops the last

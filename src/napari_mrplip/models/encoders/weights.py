@@ -93,6 +93,7 @@ class LoadReport:
 
     def summary(self) -> str:
         """One line: counts and the first few key names of each kind."""
+
         def few(keys):
             return ", ".join(keys[:5]) + (", ..." if len(keys) > 5 else "")
 
@@ -100,7 +101,9 @@ class LoadReport:
         if self.missing:
             parts.append(f"{len(self.missing)} missing key(s) left random ({few(self.missing)})")
         if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected key(s) unused ({few(self.unexpected)})")
+            parts.append(
+                f"{len(self.unexpected)} unexpected key(s) unused ({few(self.unexpected)})"
+            )
         if self.skipped:
             parts.append(f"{self.skipped} key(s) skipped by design")
         return " ".join(parts) if len(parts) > 1 else f"{self.path}: all keys loaded"
