@@ -38,13 +38,13 @@ def test_cmu_svs_heatmap_written_with_physical_size(cmu_svs, tmp_path):
         arr = tf.series[0].levels[0].asarray()
         ome = tf.ome_metadata
     assert arr.shape[0] == 2 and arr.dtype == np.float32
-    assert (arr >= 0).all() and (arr <= 1).all() and arr.max() > 0
+    vals = arr[~np.isnan(arr)]  # NaN = not scored (glass)
+    assert vals.size and (vals >= 0).all() and (vals <= 1).all() and vals.max() > 0
     assert 'Name="dense nuclei"' in ome
-    # written extent covers the slide (2220 x 2967 px at 0.499 µm/px) within one tile step
+    # written extent covers the slide (2220 x 2967 px at 0.499 µm/px) to one written pixel
     phys = float(ome.split('PhysicalSizeX="')[1].split('"')[0])
-    step_um = 32 * 4.0
-    assert abs(arr.shape[2] * phys - 2220 * 0.499) <= step_um
-    assert abs(arr.shape[1] * phys - 2967 * 0.499) <= step_um
+    assert 0 <= arr.shape[2] * phys - 2220 * 0.499 < phys
+    assert 0 <= arr.shape[1] * phys - 2967 * 0.499 < phys
     gj = json.loads((tmp_path / "cmu.geojson").read_text())
     assert gj["type"] == "FeatureCollection"
 

@@ -27,13 +27,14 @@ def test_ome_tiff_round_trip(tmp_path):
         ome = tf.ome_metadata
         page = tf.series[0].levels[0].pages[0]
     assert arr.shape == (2, 24, 36) and arr.dtype == np.float32
-    expect = np.nan_to_num(res.scores, nan=0.0).repeat(4, 1).repeat(4, 2)
-    np.testing.assert_array_equal(arr, expect)
+    expect = res.scores.repeat(4, 1).repeat(4, 2)
+    np.testing.assert_array_equal(arr, expect)  # NaN where unscored (equal_nan)
+    assert np.isnan(arr[:, :4, :4]).all()
     assert 'Name="tumour"' in ome and 'Name="stroma"' in ome
     # pixel = 64 / 4 = 16 level-0 px at 0.5 µm/px = 8 µm
     assert 'PhysicalSizeX="8.0"' in ome and 'PhysicalSizeY="8.0"' in ome
     assert page.tags["ImageWidth"].value == 36
-    assert (arr >= 0).all() and (arr <= 1).all()
+    assert (arr[~np.isnan(arr)] >= 0).all() and (arr[~np.isnan(arr)] <= 1).all()
 
 
 def test_region_result_is_padded_to_slide_origin():
@@ -42,10 +43,8 @@ def test_region_result_is_padded_to_slide_origin():
     assert pixel == 32.0
     a = np.asarray(arr)
     assert a.shape == (2, (6 + 1) * 2, (9 + 2) * 2)
-    np.testing.assert_array_equal(
-        a[:, 2:4, 4:6], np.nan_to_num(res.scores[:, :1, :1]).repeat(2, 1).repeat(2, 2)
-    )
-    assert (a[:, :2] == 0).all()
+    np.testing.assert_array_equal(a[:, 2:4, 4:6], res.scores[:, :1, :1].repeat(2, 1).repeat(2, 2))
+    assert np.isnan(a[:, :2]).all() and np.isnan(a[:, :, :4]).all()  # padding: nothing computed
 
 
 def test_ome_zarr_written(tmp_path):
@@ -57,7 +56,8 @@ def test_ome_zarr_written(tmp_path):
     ms = root.attrs["ome"]["multiscales"][0]
     assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][1:] == [16.0, 16.0]
     assert [c["label"] for c in root.attrs["ome"]["omero"]["channels"]] == ["tumour", "stroma"]
-    np.testing.assert_allclose(np.asarray(root["0"])[:, ::2, ::2], np.nan_to_num(res.scores))
+    np.testing.assert_allclose(np.asarray(root["0"])[:, ::2, ::2], res.scores)
+    assert np.isnan(root["0"].fill_value)
 
 
 def test_geojson_polygons_in_level0_px():

@@ -178,6 +178,7 @@ class HeatmapEngine:
         tiles = grid.tiles_for_cells(*cells)
         passes = self._passes(slide, request, grid, tiles, weights, scorer)
         meta = self._meta(request, grid, weights, passes)
+        meta["slide_dims_level0"] = (int(w0), int(h0))
         build = lambda: assemble(  # noqa: E731
             passes,
             cells,
@@ -204,7 +205,7 @@ class HeatmapEngine:
         """Encode a pass's missing tiles batch by batch, storing and scoring each batch."""
         if len(rr) == 0:
             return
-        xs, ys = p.grid.origins(rr + p.r0, cc + p.c0)
+        xs, ys = p.grid.read_origins(rr + p.r0, cc + p.c0)
         reader = TileReader(slide, self.workers, prefetch=2, alloc=tile_allocator(self.device))
         with contextlib.closing(reader.batches(p.grid, xs, ys, self.batch_size, first)) as batches:
             for batch in batches:
@@ -239,6 +240,7 @@ class HeatmapEngine:
             "fusion": weights,
             "passes": list(passes),
             "background": list(request.background),
+            "tissue_only": bool(request.tissue_only),
             "model_id": str(self.encoder.model_id),
         }
 

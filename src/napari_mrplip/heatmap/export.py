@@ -4,12 +4,14 @@ The raster is written at ``pixel = step / upsample`` level-0 px (nearest-neighbo
 grid cell becomes an exact ``upsample x upsample`` block) and padded from the slide's
 origin, so pixel ``i`` covers level-0 ``[i * pixel, (i + 1) * pixel)`` exactly as a pyramid
 level of the slide does: with PhysicalSize = ``mpp * pixel`` it overlays the slide in
-napari and QuPath. Cells never scored (glass, failed tiles) are written as ``nan_value``
-(0 by default, so every value is a probability in [0, 1]).
+napari and QuPath. It stops at the slide's edge (the lattice's last row and column may reach
+past it). Cells never scored (glass, failed tiles) are NaN: a value nothing computed is not
+0. The file records how it was scored (:func:`heatmap_metadata`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,8 +27,11 @@ PALETTE = [(228, 26, 28), (55, 126, 184), (77, 175, 74), (152, 78, 163), (255, 1
            (166, 86, 40), (247, 129, 191), (153, 153, 153)]  # fmt: skip
 
 
-def export_array(result: HeatmapResult, upsample: int | None = None, nan_value=0.0):
+def export_array(result: HeatmapResult, upsample: int | None = None, nan_value=None):
     """The lazily upsampled, origin-padded ``(P, Y, X)`` float32 dask array and its pixel size.
+
+    Unscored cells and the padding are NaN (or ``nan_value``); the array is clipped to the
+    slide (``result.slide_dims_level0``) to the nearest written pixel.
 
     Returns
     -------
@@ -50,11 +55,53 @@ def export_array(result: HeatmapResult, upsample: int | None = None, nan_value=0
     arr = da.pad(arr, ((0, 0), (pad_r, 0), (pad_c, 0)), constant_values=fill)
     if u > 1:
         arr = da.repeat(da.repeat(arr, u, axis=1), u, axis=2)
+    if result.slide_dims_level0 is not None:
+        w, h = result.slide_dims_level0
+        arr = arr[:, : max(1, math.ceil(h / pixel - 1e-6)), : max(1, math.ceil(w / pixel - 1e-6))]
     return arr.astype(np.float32), pixel
 
 
+def heatmap_metadata(result: HeatmapResult, pixel_level0: float | None = None) -> dict:
+    """How a heatmap was scored, as JSON-able data written into every exported file.
+
+    Keys: ``software``, ``prompts``, ``background``, ``mode``, ``value_meaning``,
+    ``model_id``, ``mpp_scored`` (µm/px the model saw), ``slide_mpp`` (level 0),
+    ``step_level0``/``tile_level0``, ``origin_level0``, ``slide_dims_level0``,
+    ``pixel_level0`` (level-0 px per written pixel), ``unscored`` ("NaN"), and the
+    engine's ``fusion``, ``overlap_k``, ``tissue_only``, ``grid`` when known.
+    """
+    from napari_mrplip import __version__
+
+    meta = result.meta
+    out = {
+        "software": f"napari-mrplip {__version__}",
+        "prompts": list(result.prompts),
+        "background": list(meta.get("background", [])),
+        "mode": meta.get("mode", "softmax"),
+        "value_meaning": result.value_meaning,
+        "model_id": meta.get("model_id"),
+        "mpp_scored": meta.get("mpp_scored"),
+        "slide_mpp": result.mpp,
+        "step_level0": float(result.step_level0),
+        "tile_level0": float(result.tile_level0),
+        "origin_level0": [float(v) for v in result.origin_level0],
+        "slide_dims_level0": None if result.slide_dims_level0 is None
+        else [int(v) for v in result.slide_dims_level0],
+        "pixel_level0": pixel_level0,
+        "unscored": "NaN",
+    }  # fmt: skip
+    for k in ("fusion", "overlap_k", "tissue_only", "grid", "dense"):
+        if k in meta:
+            out[k] = meta[k]
+    return json.loads(json.dumps(out, default=_plain))
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else list(v) if isinstance(v, tuple) else str(v)
+
+
 def write_heatmap(
-    result: HeatmapResult, path: str | Path, upsample: int | None = None, nan_value=0.0
+    result: HeatmapResult, path: str | Path, upsample: int | None = None, nan_value=None
 ) -> Path:
     """Write a heatmap as a float32 pyramid, one channel per prompt (named after it).
 
@@ -66,7 +113,8 @@ def write_heatmap(
     upsample : int, optional
         Written pixels per grid cell side (default: cells become ~16 level-0 px).
     nan_value : float or None
-        Value for unscored cells; ``None`` keeps NaN.
+        Value for unscored cells; ``None`` (default) keeps NaN, which viewers show as
+        transparent and statistics skip.
 
     Returns
     -------
@@ -80,8 +128,33 @@ def write_heatmap(
     mpp = None if result.mpp is None else result.mpp * pixel
     tile = 256 if min(arr.shape[1:]) >= 256 else 16 * max(1, math.ceil(min(arr.shape[1:]) / 16))
     return write_pyramid(
-        path, arr, mpp=mpp, tile=tile, compression="zlib", channel_names=list(result.prompts)
+        path,
+        arr,
+        mpp=mpp,
+        tile=tile,
+        compression="zlib",
+        channel_names=list(result.prompts),
+        attributes=heatmap_metadata(result, pixel),
     )
+
+
+def read_heatmap_metadata(path: str | Path) -> dict:
+    """The provenance :func:`write_heatmap` stored in an OME-TIFF or OME-Zarr heatmap."""
+    from napari_mrplip.io.writers import ATTR_NAMESPACE
+
+    path = Path(path)
+    if path.name.lower().endswith("zarr"):
+        import zarr
+
+        return dict(zarr.open_group(str(path), mode="r").attrs.get(ATTR_NAMESPACE, {}))
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        ome = tifffile.xml2dict(tf.ome_metadata or "<OME/>")
+    desc = ome.get("OME", {}).get("Image", {}).get("Description")
+    if not desc:
+        raise ValueError(f"{path}: no napari-mrplip heatmap metadata (written by another tool?)")
+    return json.loads(desc)
 
 
 def _cell_runs(mask: np.ndarray):
@@ -118,15 +191,39 @@ def heatmap_to_geojson(result: HeatmapResult, threshold: float = 0.5) -> dict:
     """Regions where a prompt's score >= ``threshold`` as a QuPath GeoJSON FeatureCollection.
 
     Coordinates are level-0 px (QuPath's image space); each polygon is one ``annotation``
-    feature classified by its prompt, with its mean score as a measurement.
+    feature classified by its prompt, with its mean score as a measurement. Unscored (NaN)
+    cells are never part of a region, and regions are clipped to the slide.
     """
     features = []
     for p, name in enumerate(result.prompts):
         grid = result.scores[p]
-        mask = np.nan_to_num(grid, nan=-np.inf) >= threshold
+        mask = scored_above(grid, threshold)
         for poly in mask_polygons(mask, result.origin_level0, result.step_level0):
-            features.append(_feature(poly, name, p, _mean_inside(grid, mask, poly, result)))
+            mean = _mean_inside(grid, mask, poly, result)
+            poly = _clip_to_slide(poly, result.slide_dims_level0)
+            if poly is not None:
+                features.append(_feature(poly, name, p, mean))
     return {"type": "FeatureCollection", "features": features}
+
+
+def scored_above(grid: np.ndarray, threshold: float) -> np.ndarray:
+    """``(rows, cols)`` bool: scored (not NaN) and >= ``threshold``."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(grid) & (grid >= threshold)
+
+
+def _clip_to_slide(poly, dims_level0):
+    """``poly`` intersected with the slide rectangle (None if nothing is left)."""
+    if dims_level0 is None:
+        return poly
+    from shapely import box
+
+    clipped = poly.intersection(box(0, 0, *dims_level0))
+    if clipped.is_empty or clipped.area <= 0:
+        return None
+    if clipped.geom_type not in ("Polygon", "MultiPolygon"):
+        clipped = clipped.buffer(0)
+    return clipped
 
 
 def _mean_inside(grid, mask, poly, result) -> float:

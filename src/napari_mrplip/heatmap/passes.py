@@ -145,4 +145,5 @@ def assemble(
         total=total,
         mpp=mpp,
         meta={**meta, "failed_tiles": failed},
+        slide_dims_level0=meta.get("slide_dims_level0"),
     )

@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Scoring mode -> what a value means (shown in legends, written into exported files).
+VALUE_MEANING = {
+    "softmax": "probability (softmax over prompts + background), 0-1",
+    "cosine": "cosine similarity of tile and prompt embeddings, -1-1",
+}
+
 
 @dataclass(frozen=True)
 class HeatmapRequest:
@@ -69,6 +75,11 @@ class HeatmapResult:
         Tiles scored so far and tiles in the request: a progressive result has done < total.
     mpp : float or None
         Slide level-0 µm/px, for placement in world units.
+    slide_dims_level0 : tuple of int or None
+        (width, height) of the slide in level-0 px: exports and layers are clipped to it
+        (the lattice's last row and column may reach past the slide's edge).
+    meta : dict
+        How the scores were made (``model_id``, ``mode``, ``mpp_scored``, ``background``...).
     """
 
     scores: np.ndarray
@@ -80,6 +91,12 @@ class HeatmapResult:
     total: int = 0
     mpp: float | None = None
     meta: dict = field(default_factory=dict)
+    slide_dims_level0: tuple[int, int] | None = None
+
+    @property
+    def value_meaning(self) -> str:
+        """What a value is, in words (for legends and file metadata)."""
+        return VALUE_MEANING.get(self.meta.get("mode", "softmax"), "score")
 
     @property
     def complete(self) -> bool:

@@ -13,6 +13,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+#: Namespace of provenance written by ``write_pyramid(attributes=...)``.
+ATTR_NAMESPACE = "napari-mrplip"
 #: Stop adding levels when the longer side is at most this many pixels.
 MIN_SIDE_PX = 256
 
@@ -59,6 +61,7 @@ def write_pyramid(
     tile: int = 256,
     compression: str | None = "auto",
     channel_names: Sequence[str] | None = None,
+    attributes: dict | None = None,
 ) -> Path:
     """Write a multiscale image as OME-TIFF (SubIFDs) or OME-Zarr (NGFF 0.5).
 
@@ -77,6 +80,11 @@ def write_pyramid(
         ``"auto"``: JPEG for RGB uint8, zlib otherwise. JPEG needs uint8 RGB.
     channel_names : sequence of str, optional
         Names of the C channels (e.g. the prompts of a heatmap).
+    attributes : dict, optional
+        JSON-able provenance (e.g. how a heatmap was scored): OME-TIFF gets it as JSON in
+        the OME ``Description`` and as a ``MapAnnotation`` (namespace ``napari-mrplip``);
+        OME-Zarr as the root attribute ``"napari-mrplip"``. Float OME-Zarr arrays have fill
+        value NaN (unwritten chunks read as "not computed", not 0).
 
     Returns
     -------
@@ -101,9 +109,9 @@ def write_pyramid(
         raise ValueError(f"{path}: mpp must be positive, got {mpp}")
     names = [n.lower() for n in path.name.split(".")[1:]]
     if names and names[-1] == "zarr":
-        return _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names)
+        return _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names, attributes)
     if names and names[-1] in ("tif", "tiff"):
-        return _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names)
+        return _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names, attributes)
     raise ValueError(f"{path}: unknown output format; use .ome.tif or .ome.zarr")
 
 
@@ -118,7 +126,9 @@ def _tiles(level: da.Array, tile: int, rgb: bool) -> Iterator[np.ndarray]:
                 yield row[:, x : x + tile]
 
 
-def _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names) -> Path:
+def _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names, attributes) -> Path:
+    import json
+
     import tifffile
 
     meta: dict = {"axes": "YXS" if rgb else "CYX"}
@@ -128,6 +138,11 @@ def _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names) ->
         )
     if channel_names is not None and not rgb:
         meta["Channel"] = {"Name": list(channel_names)}
+    if attributes:
+        meta["Description"] = json.dumps(attributes)
+        meta["MapAnnotation"] = {"Namespace": ATTR_NAMESPACE, **{
+            str(k): v if isinstance(v, str) else json.dumps(v) for k, v in attributes.items()
+        }}  # fmt: skip
     opts = dict(
         tile=(tile, tile),
         compression=compression,
@@ -143,7 +158,7 @@ def _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names) ->
     return path
 
 
-def _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names) -> Path:
+def _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names, attributes) -> Path:
     import zarr
     from zarr.codecs import GzipCodec, ZstdCodec
 
@@ -161,6 +176,7 @@ def _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names) -> Pat
             chunks=(arr.shape[0], tile, tile),
             compressors=compressors,
             dimension_names=["c", "y", "x"],
+            fill_value=np.nan if np.issubdtype(arr.dtype, np.floating) else 0,
         )
         da.store(arr.rechunk((arr.shape[0], tile, tile)), z, lock=False)
         ds = h0 / arr.shape[1]
@@ -182,4 +198,6 @@ def _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names) -> Pat
     if labels:
         ome["omero"] = {"channels": [{"label": n} for n in labels]}
     root.attrs["ome"] = ome
+    if attributes:
+        root.attrs[ATTR_NAMESPACE] = attributes
     return path

@@ -70,9 +70,13 @@ class TileGrid:
 
     @property
     def key(self) -> str:
-        """Stable string naming the lattice (for cache keys)."""
+        """Stable string naming the lattice (for cache keys).
+
+        ``_in``: edge tiles are read inside the slide (:meth:`read_origins`); caches written
+        before that held padded edge tiles and are not reused.
+        """
         scale = f"mpp{self.mpp:.4f}" if self.mpp is not None else f"lvl{self.read_level}"
-        return f"{scale}_t{self.tile_level0:.2f}_k{self.k}_px{self.out_px}"
+        return f"{scale}_t{self.tile_level0:.2f}_k{self.k}_px{self.out_px}_in"
 
     def origins(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integer level-0 (x, y) of tile top-left corners for index arrays."""
@@ -80,6 +84,18 @@ class TileGrid:
         return np.round(np.asarray(cols) * s).astype(np.int64), np.round(
             np.asarray(rows) * s
         ).astype(np.int64)
+
+    def read_origins(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Level-0 (x, y) to *read* each tile from: its origin, moved inside the slide.
+
+        The lattice's last row and column reach past the slide's edge; reading them there
+        would show the model white padding the scanner never saw. Their window is shifted
+        back to end at the edge (same size), so every encoded pixel is slide.
+        """
+        x, y = self.origins(rows, cols)
+        tile = int(round(self.tile_level0))
+        x_max, y_max = max(0, self.width_level0 - tile), max(0, self.height_level0 - tile)
+        return np.minimum(x, x_max), np.minimum(y, y_max)
 
     def cells_for_box(self, box_level0) -> tuple[int, int, int, int]:
         """Cell range ``(i0, i1, j0, j1)`` (half-open) covering a level-0 box, clipped."""
