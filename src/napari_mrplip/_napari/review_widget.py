@@ -11,6 +11,7 @@ restores it. "Save GeoJSON" writes a file QuPath imports back.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -176,9 +177,13 @@ class ReviewWidget(Container):
     def _start(self, anns, state: ReviewState, slide_layer, doc) -> None:
         self.cancel()
         self.document, self.annotations, self.state = doc, anns, state
-        state.restore(anns)
+        state.restore(anns)  # warns (shown in the status) about decisions that match nothing
         stored = state.meta.get("scores", {}) if isinstance(state.meta.get("scores"), dict) else {}
-        self.scores = {k: s for k, v in stored.items() if (s := score_from_json(v)) is not None}
+        self.scores = {
+            state.id_map[k]: replace(s, annotation_id=state.id_map[k])
+            for k, v in stored.items()
+            if k in state.id_map and (s := score_from_json(v)) is not None
+        }
         self.layer = add_annotations_layer(self.viewer, anns, slide_layer, LAYER_NAME)
         self.relabel_to.reset_choices()
         self._refresh_table()
@@ -343,7 +348,7 @@ class ReviewWidget(Container):
                 if self.document
                 else write_annotations(self.annotations, path)
             )
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: the output policy refused it
             return self._fail(OSError(f"could not write {path}: {e}"))
         self.status.value = f"saved {len(self.annotations)} annotations to {out}"
         return out

@@ -28,8 +28,7 @@ def immunohistochemistry_slide(out_dir: str | Path) -> Path:
 
     out = Path(out_dir) / "skimage-immunohistochemistry.ome.tif"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial.ome.tif")
-        write_pyramid(tmp, immunohistochemistry(), mpp=None, tile=256, compression="zlib")
-        tmp.replace(out)
+        write_pyramid(
+            out, immunohistochemistry(), mpp=None, tile=256, compression="zlib", overwrite=True
+        )
     return out

@@ -6,6 +6,9 @@ import argparse
 import json
 import sys
 
+from napari_mrplip import cli_types as ct
+from napari_mrplip.tiling.grid import MAX_OVERLAP
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the ``mrplip heatmap`` options."""
@@ -36,23 +39,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DIR|NAME",
         help="model: 'mrplip-demo' (embedded), a checkpoint or open_clip/PLIP/CONCH dir",
     )
-    parser.add_argument("--mpp", type=float, default=None, help="µm/px to score at (default 0.5)")
+    parser.add_argument("--mpp", type=ct.mpp, default=None, help="µm/px to score at (default 0.5)")
     parser.add_argument(
         "--slide-mpp",
-        type=float,
+        type=ct.mpp,
         default=None,
         help="level-0 µm/px for slides whose metadata lacks it",
     )
-    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
-    parser.add_argument("--batch-size", type=int, default=None, help="tiles per model call")
+    parser.add_argument(
+        "--device", type=ct.device, default="auto", help="auto (GPU if present), cpu, cuda, cuda:N"
+    )
+    parser.add_argument("--batch-size", type=ct.positive_int, default=None, help="tiles per model call")
     parser.add_argument(
         "--overlap",
-        type=float,
+        type=ct.fraction(0.0, MAX_OVERLAP, "overlap"),
         default=0.0,
         help="tile overlap fraction, rounded to 1-1/k (0.5, 0.75)",
     )
     parser.add_argument("--mode", choices=("softmax", "cosine"), default="softmax")
-    parser.add_argument("--workers", type=int, default=2, help="tile-decoding threads")
+    parser.add_argument("--workers", type=ct.positive_int, default=2, help="tile-decoding threads")
+    parser.add_argument(
+        "--max-tiles",
+        type=ct.positive_int,
+        default=None,
+        metavar="N",
+        help="tile budget per slide (default 4,000,000); a larger lattice is refused",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (never an input slide)"
+    )
     parser.add_argument(
         "--cache", default=None, metavar="DIR", help="on-disk embedding cache (see 'mrplip embed')"
     )
@@ -61,7 +76,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--geojson",
-        type=float,
+        type=ct.fraction(0.0, 1.0, "the GeoJSON threshold"),
         default=None,
         metavar="THRESHOLD",
         help="also write regions with score >= THRESHOLD as QuPath GeoJSON",
@@ -90,7 +105,7 @@ def job_from_args(args: argparse.Namespace):
         slide_mpp=args.slide_mpp, device=args.device, batch_size=args.batch_size,
         overlap=args.overlap, mode=args.mode, workers=args.workers, cache_dir=args.cache,
         tissue_only=not args.all_tiles, geojson_threshold=args.geojson,
-        out_suffix="." + args.format,
+        out_suffix="." + args.format, overwrite=args.overwrite, max_tiles=args.max_tiles,
     )  # fmt: skip
 
 
@@ -99,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_mrplip.heatmap.batching import DeviceUnavailableError
     from napari_mrplip.heatmap.jobs import (
         ModelUnavailableError,
+        check_outputs,
         load_encoder,
-        output_paths,
         run_job,
     )
     from napari_mrplip.heatmap.prompts import PromptError, validate_prompts
@@ -111,18 +126,22 @@ def run(args: argparse.Namespace) -> int:
         if job.mode == "softmax" and len(job.prompts) + len(job.background) < 2:
             raise PromptError("softmax needs two prompts in total: add --prompt or --background "
                               "(e.g. --background background), or use --mode cosine")  # fmt: skip
-        output_paths(job)
+        check_outputs(job)  # the output policy, before any work
         if args.scheduler is None:
             load_encoder(job.model, job.device)  # fail before the first slide
     except (PromptError, ModelUnavailableError, DeviceUnavailableError, ValueError) as e:
         print(f"mrplip heatmap: {e}", file=sys.stderr)
         return 2
     summaries = run_job(job, scheduler=args.scheduler)
-    failed = 0
+    failed = [s for s in summaries if "error" in s]
     for s in summaries:
         if "error" in s:
-            failed += 1
             print(f"mrplip heatmap: {s['slide']}: {s['error']}", file=sys.stderr)
         else:
             print(json.dumps(s, default=str))
+            print(f"wrote heatmap: {s['out']}" + (f" and {s['geojson']}" if "geojson" in s else ""),
+                  file=sys.stderr)  # fmt: skip
+    print(f"mrplip heatmap: {len(summaries) - len(failed)} of {len(summaries)} slides written"
+          + (f"; failed: {', '.join(s['slide'] for s in failed)}" if failed else ""),
+          file=sys.stderr)  # fmt: skip
     return 1 if failed else 0

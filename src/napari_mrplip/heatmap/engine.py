@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from napari_mrplip.io.slide import Slide
-from napari_mrplip.tiling.grid import TileGrid, make_grid, tissue_tiles
+from napari_mrplip.tiling.grid import TileGrid, check_tile_budget, make_grid, tissue_tiles
 from napari_mrplip.tiling.tissue import tissue_mask
 
 from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
@@ -78,13 +78,15 @@ class HeatmapEngine:
         mpp = request.target_mpp
         if mpp is None and request.level is None and slide.mpp is not None:
             mpp = getattr(self.encoder, "native_mpp", None) or DEFAULT_MPP
-        return make_grid(
+        grid = make_grid(
             slide,
             int(self.encoder.input_size),
             target_mpp=mpp,
             level=request.level,
             overlap=request.overlap,
         )
+        check_tile_budget(grid, request.max_tiles, str(slide.path))
+        return grid
 
     def fusion_weights(self, request: HeatmapRequest) -> tuple[float, float, float] | None:
         """(parent, self, children) weights, or None when fusion is off."""

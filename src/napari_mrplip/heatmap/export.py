@@ -101,7 +101,13 @@ def _plain(v):
 
 
 def write_heatmap(
-    result: HeatmapResult, path: str | Path, upsample: int | None = None, nan_value=None
+    result: HeatmapResult,
+    path: str | Path,
+    upsample: int | None = None,
+    nan_value=None,
+    *,
+    overwrite: bool = False,
+    inputs=(),
 ) -> Path:
     """Write a heatmap as a float32 pyramid, one channel per prompt (named after it).
 
@@ -115,6 +121,9 @@ def write_heatmap(
     nan_value : float or None
         Value for unscored cells; ``None`` (default) keeps NaN, which viewers show as
         transparent and statistics skip.
+    overwrite, inputs
+        Output policy (``napari_mrplip.outputs``): replace an existing ``path`` only with
+        ``overwrite``; never replace one of ``inputs`` (the slide).
 
     Returns
     -------
@@ -123,7 +132,6 @@ def write_heatmap(
     from napari_mrplip.io.writers import write_pyramid
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arr, pixel = export_array(result, upsample, nan_value)
     mpp = None if result.mpp is None else result.mpp * pixel
     tile = 256 if min(arr.shape[1:]) >= 256 else 16 * max(1, math.ceil(min(arr.shape[1:]) / 16))
@@ -135,6 +143,8 @@ def write_heatmap(
         compression="zlib",
         channel_names=list(result.prompts),
         attributes=heatmap_metadata(result, pixel),
+        overwrite=overwrite,
+        inputs=inputs,
     )
 
 

@@ -49,6 +49,10 @@ class HeatmapJob:
         Level-0 µm/px for slides whose metadata lacks it.
     device : str
         ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+    overwrite : bool
+        Replace existing outputs (never an input slide).
+    max_tiles : int or None
+        Tile budget per slide (None: ``tiling.grid.MAX_TILES``).
     """
 
     slides: tuple[str, ...]
@@ -67,6 +71,8 @@ class HeatmapJob:
     tissue_only: bool = True
     geojson_threshold: float | None = None
     out_suffix: str = ".ome.tif"
+    overwrite: bool = False
+    max_tiles: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -96,6 +102,11 @@ def output_paths(job: HeatmapJob) -> list[Path]:
     """One output path per slide: ``out`` itself for one slide with a file suffix."""
     out = Path(job.out)
     is_file = any(out.name.lower().endswith(s) for s in SUFFIXES)
+    if not is_file and out.suffix and not out.is_dir():
+        raise ValueError(
+            f"--out {out}: unknown output format {out.suffix!r}; name an .ome.tif or "
+            ".ome.zarr file (one slide) or a folder (several)"
+        )
     if len(job.slides) == 1 and is_file:
         return [out]
     if is_file:
@@ -107,6 +118,35 @@ def output_paths(job: HeatmapJob) -> list[Path]:
     if len(set(names)) != len(names):
         names = [f"{i:03d}_{n}" for i, n in enumerate(names)]
     return [out / f"{n}{job.out_suffix}" for n in names]
+
+
+def geojson_path(out_path: str | Path) -> Path:
+    """Where ``--geojson`` writes the regions of the heatmap at ``out_path``."""
+    return Path(str(out_path).rsplit(".ome.", 1)[0].rsplit(".", 1)[0] + ".geojson")
+
+
+def check_outputs(job: HeatmapJob) -> list[Path]:
+    """Apply the output policy to every file the job will write, before any work.
+
+    Raises
+    ------
+    napari_mrplip.outputs.OutputError
+        An output is one of the slides, exists (without ``overwrite``), or two slides would
+        write the same file.
+    """
+    from napari_mrplip.outputs import OutputError, check_output
+
+    outs = output_paths(job)
+    planned = list(outs)
+    if job.geojson_threshold is not None:
+        planned += [geojson_path(o) for o in outs]
+    seen: set[Path] = set()
+    for p in planned:
+        check_output(p, inputs=job.slides, overwrite=job.overwrite)
+        if p.resolve() in seen:
+            raise OutputError(f"{p}: two outputs of this run have the same name; rename a slide")
+        seen.add(p.resolve())
+    return outs
 
 
 def _request(job: HeatmapJob, slide) -> HeatmapRequest:
@@ -123,6 +163,7 @@ def _request(job: HeatmapJob, slide) -> HeatmapRequest:
     return HeatmapRequest(
         prompts=job.prompts, background=job.background, target_mpp=mpp, level=level,
         overlap=job.overlap, mode=job.mode, tissue_only=job.tissue_only,
+        max_tiles=job.max_tiles,
     )  # fmt: skip
 
 
@@ -138,7 +179,7 @@ def heatmap_one(job: HeatmapJob, slide_path: str, out_path: str, loader: Callabl
     engine = HeatmapEngine(encoder, cache=cache, batch_size=job.batch_size, workers=job.workers)
     with open_slide(slide_path, mpp=job.slide_mpp) as slide:
         result = engine.compute(slide, _request(job, slide))
-    path = write_heatmap(result, out_path)
+    path = write_heatmap(result, out_path, overwrite=job.overwrite, inputs=job.slides)
     summary = {
         "slide": str(slide_path), "out": str(path), "tiles": result.total,
         "encoded": engine.tiles_encoded, "failed_tiles": result.meta.get("failed_tiles", 0),
@@ -147,8 +188,11 @@ def heatmap_one(job: HeatmapJob, slide_path: str, out_path: str, loader: Callabl
     if job.geojson_threshold is not None:
         import json
 
-        gj = Path(str(path).rsplit(".ome.", 1)[0].rsplit(".", 1)[0] + ".geojson")
-        gj.write_text(json.dumps(heatmap_to_geojson(result, job.geojson_threshold)))
+        from napari_mrplip.outputs import write_text
+
+        gj = geojson_path(path)
+        text = json.dumps(heatmap_to_geojson(result, job.geojson_threshold))
+        write_text(gj, text, overwrite=job.overwrite, inputs=job.slides)
         summary["geojson"] = str(gj)
     return summary
 
@@ -177,10 +221,10 @@ def run_job(job: HeatmapJob, scheduler: str | None = None, loader: Callable = No
 
 
 def _safe_one(job: HeatmapJob, slide_path: str, out_path: str, loader) -> dict:
-    from napari_mrplip.heatmap.prompts import PromptError
-    from napari_mrplip.io.errors import SlideOpenError, TileReadError
-
+    """One slide; any error that is about this slide becomes a ``{"slide", "error"}`` record
+    so the batch goes on (SlideOpenError, TileBudgetError, OutputError are ValueErrors;
+    TileReadError and DiskFullError are OSErrors)."""
     try:
         return heatmap_one(job, slide_path, out_path, loader)
-    except (SlideOpenError, TileReadError, PromptError, ModelUnavailableError) as e:
+    except (ValueError, OSError, ModelUnavailableError) as e:
         return {"slide": str(slide_path), "error": str(e)}

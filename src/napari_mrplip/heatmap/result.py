@@ -41,6 +41,9 @@ class HeatmapRequest:
         Gaussian smoothing of the score grid, in grid cells (0 = off).
     tissue_only : bool
         Skip tiles outside the thumbnail's tissue mask (their scores stay NaN).
+    max_tiles : int or None
+        Tile budget of the lattice (None: ``tiling.grid.MAX_TILES``); checked before any
+        allocation.
     """
 
     prompts: tuple[str, ...]
@@ -53,6 +56,7 @@ class HeatmapRequest:
     fusion: tuple[float, float, float] | None = None
     smooth_sigma: float = 0.0
     tissue_only: bool = True
+    max_tiles: int | None = None
 
 
 @dataclass

@@ -47,6 +47,7 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | Non
     path = Path(path)
     if not path.exists():
         raise SlideOpenError(f"{path}: no such file or directory")
+    _check_readable(path)
     names = [b for b in BACKENDS if backend is None or b[0] == backend]
     if not names:
         raise SlideOpenError(
@@ -72,6 +73,22 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | Non
         f"{path}: not a slide format this plugin reads{extra}. Supported: SVS, TIFF/OME-TIFF, "
         "NDPI, OME-Zarr; install the 'openslide' extra for MRXS, VSI, SCN, BIF."
     )
+
+
+def _check_readable(path: Path) -> None:
+    """Name an unreadable file as such (not as 'not a slide format')."""
+    import os
+
+    try:
+        if path.is_file():
+            with path.open("rb") as fh:
+                fh.read(1)
+        elif not os.access(path, os.R_OK | os.X_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as e:
+        raise SlideOpenError(
+            f"{path}: cannot read the file ({e.strerror or e}); check its permissions"
+        ) from e
 
 
 def find_backend(path: str | Path) -> str | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from napari_mrplip.outputs import atomic_output
+
 #: Namespace of provenance written by ``write_pyramid(attributes=...)``.
 ATTR_NAMESPACE = "napari-mrplip"
 #: Stop adding levels when the longer side is at most this many pixels.
@@ -62,8 +64,15 @@ def write_pyramid(
     compression: str | None = "auto",
     channel_names: Sequence[str] | None = None,
     attributes: dict | None = None,
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
 ) -> Path:
     """Write a multiscale image as OME-TIFF (SubIFDs) or OME-Zarr (NGFF 0.5).
+
+    The file or folder is written under a temporary name and renamed into place
+    (``napari_mrplip.outputs``): an existing output is replaced only with ``overwrite``,
+    an input never, and a failed write leaves nothing behind.
 
     Parameters
     ----------
@@ -85,6 +94,10 @@ def write_pyramid(
         the OME ``Description`` and as a ``MapAnnotation`` (namespace ``napari-mrplip``);
         OME-Zarr as the root attribute ``"napari-mrplip"``. Float OME-Zarr arrays have fill
         value NaN (unwritten chunks read as "not computed", not 0).
+    overwrite : bool
+        Replace an existing file or folder at ``path``.
+    inputs : sequence of path
+        Files the output must never replace (e.g. the slide a heatmap was computed from).
 
     Returns
     -------
@@ -108,11 +121,16 @@ def write_pyramid(
     if mpp is not None and not mpp > 0:
         raise ValueError(f"{path}: mpp must be positive, got {mpp}")
     names = [n.lower() for n in path.name.split(".")[1:]]
-    if names and names[-1] == "zarr":
-        return _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names, attributes)
-    if names and names[-1] in ("tif", "tiff"):
-        return _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names, attributes)
-    raise ValueError(f"{path}: unknown output format; use .ome.tif or .ome.zarr")
+    if not names or names[-1] not in ("zarr", "tif", "tiff"):
+        raise ValueError(f"{path}: unknown output format; use .ome.tif or .ome.zarr")
+    zarr_out = names[-1] == "zarr"
+    with atomic_output(path, overwrite=overwrite, inputs=inputs, directory=zarr_out) as tmp:
+        args = (tmp, levels, rgb, mpp, tile, compression, channel_names, attributes)
+        if zarr_out:
+            _write_zarr(*args, name=path.stem)
+        else:
+            _write_ome_tiff(*args)
+    return path
 
 
 def _tiles(level: da.Array, tile: int, rgb: bool) -> Iterator[np.ndarray]:
@@ -158,7 +176,9 @@ def _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names, at
     return path
 
 
-def _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names, attributes) -> Path:
+def _write_zarr(
+    path, levels, rgb, mpp, tile, compression, channel_names, attributes, name=""
+) -> Path:
     import zarr
     from zarr.codecs import GzipCodec, ZstdCodec
 
@@ -192,7 +212,7 @@ def _write_zarr(path, levels, rgb, mpp, tile, compression, channel_names, attrib
     ]
     ome: dict = {
         "version": "0.5",
-        "multiscales": [{"name": path.stem, "axes": axes, "datasets": datasets}],
+        "multiscales": [{"name": name or path.stem, "axes": axes, "datasets": datasets}],
     }
     labels = ["red", "green", "blue"] if rgb else list(channel_names or [])
     if labels:

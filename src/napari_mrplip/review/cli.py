@@ -14,6 +14,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_mrplip import cli_types as ct
+from napari_mrplip.outputs import announce, check_output
+
 
 @dataclass(frozen=True)
 class ReviewConfig:
@@ -31,6 +34,7 @@ class ReviewConfig:
     min_coverage: float = 0.5
     max_tiles: int = 64
     as_json: bool = False
+    overwrite: bool = False
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="mrplip-demo", help="model spec (name or checkpoint dir)"
     )
-    parser.add_argument("--mpp", type=float, default=None, help="µm/px to score at (default 0.5)")
+    parser.add_argument("--mpp", type=ct.mpp, default=None, help="µm/px to score at (default 0.5)")
     parser.add_argument(
-        "--slide-mpp", type=float, default=None, help="level-0 µm/px if the file has none"
+        "--slide-mpp", type=ct.mpp, default=None, help="level-0 µm/px if the file has none"
     )
     parser.add_argument("--out", type=Path, default=None, help="write scored GeoJSON here")
     parser.add_argument(
@@ -53,11 +57,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--prompt", action="append", default=[], metavar="LABEL=TEXT",
         help="prompt text for a label, '|' between synonyms (repeatable)",
     )  # fmt: skip
-    parser.add_argument("--device", default=None, help="torch device (default: best available)")
     parser.add_argument(
-        "--min-coverage", type=float, default=0.5, help="tile fraction inside polygon"
+        "--device", type=ct.device, default=None, help="torch device (default: best available)"
     )
-    parser.add_argument("--max-tiles", type=int, default=64, help="tiles per annotation at most")
+    parser.add_argument(
+        "--min-coverage",
+        type=ct.fraction(0.0, 1.0, "--min-coverage"),
+        default=0.5,
+        help="tile fraction inside polygon",
+    )
+    parser.add_argument(
+        "--max-tiles", type=ct.positive_int, default=64, help="tiles per annotation at most"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (never an input)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
 
@@ -76,7 +90,7 @@ def _config(args: argparse.Namespace) -> ReviewConfig:
         annotations=args.annotations, slide=args.slide, model=args.model, target_mpp=args.mpp,
         slide_mpp=args.slide_mpp, out=args.out, extra_labels=tuple(args.labels),
         prompts=_prompts(args.prompt), device=args.device, min_coverage=args.min_coverage,
-        max_tiles=args.max_tiles, as_json=args.json,
+        max_tiles=args.max_tiles, as_json=args.json, overwrite=args.overwrite,
     )  # fmt: skip
 
 
@@ -91,6 +105,13 @@ def _row(i: int, score) -> str:
     )
 
 
+def _inputs(cfg: ReviewConfig) -> list[Path]:
+    inputs = [cfg.annotations, cfg.slide]
+    if Path(cfg.model).exists():
+        inputs.append(Path(cfg.model))
+    return inputs
+
+
 def review(cfg: ReviewConfig, out=sys.stdout) -> list:
     """Run the review headless; returns the ranked scores."""
     from napari_mrplip.io import open_slide
@@ -100,6 +121,8 @@ def review(cfg: ReviewConfig, out=sys.stdout) -> list:
     from .ranking import apply_scores, rank
     from .scoring import score_annotations
 
+    if cfg.out is not None:  # refuse before any work: an input, or an existing file
+        check_output(cfg.out, inputs=_inputs(cfg), overwrite=cfg.overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         doc = read_document(cfg.annotations)
@@ -115,8 +138,8 @@ def review(cfg: ReviewConfig, out=sys.stdout) -> list:
     _print(ranked, cfg.as_json, out)
     if cfg.out is not None:
         apply_scores(doc.annotations, scores)
-        doc.write(cfg.out)
-        print(f"wrote {cfg.out}", file=sys.stderr)
+        doc.write(cfg.out, overwrite=cfg.overwrite, inputs=_inputs(cfg))
+        announce(cfg.out, "reviewed GeoJSON")
     return ranked
 
 
@@ -135,12 +158,10 @@ def _print(ranked, as_json: bool, out) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_mrplip.io.errors import TileReadError
-
     cfg = _config(args)
     try:
         review(cfg)
-    except (ValueError, TileReadError) as e:
+    except (ValueError, OSError) as e:
         # GeoJSONError, SlideOpenError, ScoringError and ModelLoadError are ValueErrors whose
         # messages name the file and what to do.
         print(f"mrplip review: {e}", file=sys.stderr)

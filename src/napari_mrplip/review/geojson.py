@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +18,8 @@ from pathlib import Path
 
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.validation import explain_validity, make_valid
+
+from napari_mrplip.outputs import atomic_output
 
 from .annotations import REVIEW_KEY, Annotation, Review
 
@@ -62,9 +62,15 @@ class AnnotationDocument:
     top_level: dict | None = None
     warnings: list[str] = field(default_factory=list)
 
-    def write(self, path: str | Path | None = None) -> Path:
-        """Write the document (to ``path`` or back to its own file), atomically."""
-        return write_annotations(self.annotations, path or self.path, document=self)
+    def write(self, path: str | Path | None = None, **policy) -> Path:
+        """Write the document (to ``path`` or back to its own file), atomically.
+
+        Writing back to its own file is the user's Save; any other existing file is replaced
+        only with ``overwrite=True`` (see ``napari_mrplip.outputs``).
+        """
+        if path is None or Path(path).resolve() == self.path.resolve():
+            policy = {**policy, "overwrite": True, "inputs": ()}
+        return write_annotations(self.annotations, path or self.path, document=self, **policy)
 
 
 def _load_json(path: Path, max_bytes: int) -> object:
@@ -298,12 +304,19 @@ def feature_of(ann: Annotation) -> dict:
 
 
 def write_annotations(
-    annotations: list[Annotation], path: str | Path, *, document: AnnotationDocument | None = None
+    annotations: list[Annotation],
+    path: str | Path,
+    *,
+    document: AnnotationDocument | None = None,
+    overwrite: bool = True,
+    inputs=(),
 ) -> Path:
     """Write annotations as a QuPath-importable FeatureCollection, atomically.
 
     With ``document``, skipped features go back to their original positions and the
-    collection's other members are kept. The output is always a FeatureCollection.
+    collection's other members are kept. The output is always a FeatureCollection. The file
+    is written through ``napari_mrplip.outputs`` (temp name + rename, the user's umask);
+    ``overwrite``/``inputs`` are its policy.
     """
     path = Path(path)
     feats = [feature_of(a) for a in annotations]
@@ -315,13 +328,7 @@ def write_annotations(
         else {"type": "FeatureCollection"}
     )
     top["features"] = feats
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_output(path, overwrite=overwrite, inputs=inputs) as tmp:
+        with tmp.open("w", encoding="utf-8") as f:
             json.dump(top, f, ensure_ascii=False)  # NaN kept: QuPath writes it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -19,12 +19,45 @@ import numpy as np
 
 from napari_mrplip.io.slide import Slide
 
+#: Largest overlap accepted: 8 tiles per footprint side (64 tiles cover each cell).
+MAX_OVERLAP = 0.875
+
+#: Default tile budget: lattice positions (rows x cols) one request may plan. A 100,000 px
+#: square slide at 0.5 µm/px with overlap 0.75 is ~3.2 M; past it a run must say
+#: ``max_tiles`` (CLI ``--max-tiles``) explicitly.
+MAX_TILES = 4_000_000
+
+
+class TileBudgetError(ValueError):
+    """A lattice would hold more tiles than the budget allows; nothing was allocated."""
+
 
 def overlap_to_k(overlap: float) -> int:
     """Tiles per footprint for an overlap fraction (rounded to ``1 - 1/k``)."""
-    if not 0.0 <= overlap < 1.0:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if not (isinstance(overlap, int | float) and 0.0 <= overlap <= MAX_OVERLAP):
+        raise ValueError(
+            f"overlap must be between 0 and {MAX_OVERLAP} (0, 0.5, 0.75, 0.875), got {overlap}"
+        )
     return max(1, int(round(1.0 / (1.0 - overlap))))
+
+
+def check_tile_budget(grid: TileGrid, max_tiles: int | None = None, what: str = "") -> None:
+    """Refuse a lattice with more than ``max_tiles`` positions, before anything is allocated.
+
+    Raises
+    ------
+    TileBudgetError
+        Naming the count, the budget and what to change.
+    """
+    budget = MAX_TILES if max_tiles is None else int(max_tiles)
+    rows, cols = grid.shape
+    n = rows * cols
+    if n > budget:
+        raise TileBudgetError(
+            f"{what + ': ' if what else ''}this would plan {n:,} tiles ({rows:,} x {cols:,}), "
+            f"over the budget of {budget:,}. Score at a coarser µm/px or with less overlap, "
+            "or pass --max-tiles N to allow more"
+        )
 
 
 @dataclass(frozen=True)

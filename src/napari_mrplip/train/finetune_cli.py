@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_mrplip import cli_types as ct
+
 from .finetune_config import MODES, FinetuneConfig
 
 
@@ -40,27 +42,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="linear")
     parser.add_argument("--out", required=True, help="output checkpoint directory")
     parser.add_argument(
-        "--mpp", type=float, default=0.5, help="tile µm/px (default 0.5, about 20x)"
+        "--mpp", type=ct.mpp, default=0.5, help="tile µm/px (default 0.5, about 20x)"
     )
     parser.add_argument(
-        "--slide-mpp", type=float, help="level-0 µm/px for slides whose file has none"
+        "--slide-mpp", type=ct.mpp, help="level-0 µm/px for slides whose file has none"
     )
     parser.add_argument(
-        "--tile-px", type=int, help="tile side in px at --mpp (default: the model's input size)"
+        "--tile-px", type=ct.positive_int, help="tile side in px at --mpp (default: the model's input size)"
     )
     parser.add_argument(
         "--stride",
-        type=float,
+        type=ct.fraction(0.05, 1.0, "--stride"),
         default=1.0,
         help="tile stride as a fraction of the tile (stain labels)",
     )
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--val-fraction", type=float, default=0.3)
+    parser.add_argument("--epochs", type=ct.positive_int, default=20)
+    parser.add_argument("--lr", type=ct.fraction(0.0, 10.0, "--lr"))
+    parser.add_argument("--batch-size", type=ct.positive_int, default=32)
+    parser.add_argument(
+        "--device", type=ct.device, help="torch device (default: cuda if available, else cpu)"
+    )
+    parser.add_argument("--val-fraction", type=ct.fraction(0.0, 0.9, "--val-fraction"), default=0.3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-ctx", type=int, default=4, help="context tokens (prompt mode)")
+    parser.add_argument("--n-ctx", type=ct.positive_int, default=4, help="context tokens (prompt mode)")
     parser.add_argument(
         "--unfreeze-blocks", type=int, default=2, help="vision blocks trained (partial mode)"
     )

@@ -22,11 +22,9 @@ def _write_skimage_ihc(path: Path) -> Path:
 
     from napari_mrplip.io.writers import write_pyramid
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name.replace(".ome.tif", ".tmp.ome.tif"))
-    write_pyramid(tmp, data.immunohistochemistry(), mpp=SKIMAGE_IHC_MPP, tile=256,
-                  compression="zlib")  # fmt: skip
-    tmp.replace(path)
+    # written atomically; a concurrent writer of the same file wins harmlessly
+    write_pyramid(path, data.immunohistochemistry(), mpp=SKIMAGE_IHC_MPP, tile=256,
+                  compression="zlib", overwrite=True)  # fmt: skip
     return path
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dask.array as da
 
 from napari_mrplip.io.errors import SlideOpenError
+from napari_mrplip.io.limits import check_level_shapes
 from napari_mrplip.io.pyramid import extend_pyramid, to_rgb_uint8
 from napari_mrplip.io.slide import Slide
 
@@ -78,6 +79,8 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
     try:
         arrays = [group[d["path"]] for d in ms["datasets"]]
         letters, axes = _axes(ms, arrays[0].ndim)
+        yx = (letters.index("Y"), letters.index("X")) if "Y" in letters else (-2, -1)
+        check_level_shapes(path, [(a.shape[yx[0]], a.shape[yx[1]]) for a in arrays], None)
         native = [to_rgb_uint8(da.from_zarr(a), letters) for a in arrays]
     except (KeyError, ValueError, TypeError) as e:
         raise SlideOpenError(

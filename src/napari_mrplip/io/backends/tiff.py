@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 
 from napari_mrplip.io.errors import SlideOpenError
+from napari_mrplip.io.limits import MAX_PAGES, check_level_shapes
 from napari_mrplip.io.pyramid import extend_pyramid, merged_chunks, to_rgb_uint8
 from napari_mrplip.io.region import NamedErrors, TiffRegionReader, tiled_level
 from napari_mrplip.io.slide import Slide
@@ -81,6 +82,13 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
 
 
 def _main_series(path: Path, tf):
+    pages = tf.pages
+    pages.useframes = True
+    if len(pages) > MAX_PAGES:
+        raise SlideOpenError(
+            f"{path}: holds {len(pages)} TIFF pages, more than the limit of {MAX_PAGES}; "
+            "it is an image stack, not a slide"
+        )
     candidates = [
         s
         for s in tf.series
@@ -101,6 +109,8 @@ def _main_series(path: Path, tf):
 def _check_page(path: Path, level: int, page, file_size: int) -> None:
     """Refuse pages whose declared layout does not fit the file (truncated, corrupt, hostile)."""
     import tifffile
+
+    page = getattr(page, "keyframe", None) or page  # a TiffFrame shares its keyframe's layout
 
     if page.compression != 1 and page.compression not in tifffile.TIFF.DECOMPRESSORS:
         raise SlideOpenError(
@@ -125,6 +135,11 @@ def _check_page(path: Path, level: int, page, file_size: int) -> None:
 
 def _check_tile_tables(path: Path, series, file_size: int) -> None:
     """Check every page of every level before anything is read or allocated."""
+    shapes = []
+    for lvl in series.levels:
+        ax = lvl.axes
+        shapes.append((int(lvl.shape[ax.index("Y")]), int(lvl.shape[ax.index("X")])))
+    check_level_shapes(path, shapes, file_size)
     for i, lvl in enumerate(series.levels):
         if 0 in tuple(lvl.shape):
             raise SlideOpenError(f"{path}: the image is empty (level {i} shape {tuple(lvl.shape)})")
