@@ -160,6 +160,11 @@ def main(argv=None) -> dict:
     p.add_argument("--magnifications", type=float, nargs="+", default=[10.0, 20.0])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="count one full step's FLOPs (torch.utils.flop_counter) and report MFU",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,10 +206,31 @@ def run(args) -> dict:
         "loader_workers": args.workers, "loader_samples_per_s": loader_rate,
         "loader_vs_full_demand": loader_rate / (samples / t_full),
     }  # fmt: skip
+    if getattr(args, "flops", False):
+        result.update(_mfu(arms["full"], samples / t_full, samples, args.device))
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
+
+
+#: Dense bf16 peak of an H100/H200 SXM (vendor datasheet), the MFU denominator.
+PEAK_BF16_TFLOPS = 989.0
+
+
+def _mfu(step_fn, samples_per_s: float, samples: int, device: str) -> dict:
+    """FLOPs of one full step (forward + backward, counted by ``FlopCounterMode``) and MFU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step_fn()
+    flops = int(fc.get_total_flops())
+    achieved = flops * samples_per_s / samples
+    return {
+        "step_flops": flops,
+        "achieved_tflops": achieved / 1e12,
+        "mfu": achieved / (PEAK_BF16_TFLOPS * 1e12) if device.startswith("cuda") else None,
+    }
 
 
 def _device_name(device: str) -> str:
