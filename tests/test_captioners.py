@@ -201,3 +201,15 @@ def test_vlm_captioner_clear_errors(tmp_path):
     cap = VLMCaptioner(tmp_path / "broken")
     with pytest.raises(VLMLoadError, match="broken"):
         cap.caption(np.zeros((16, 16, 3), np.uint8), 20)
+
+
+@pytest.mark.slow
+def test_vlm_batched_generation_equals_one_at_a_time(tmp_path, tiles):
+    _tiny_llava(tmp_path / "llava")
+    cap = VLMCaptioner(tmp_path / "llava", max_new_tokens=6)
+    batch = np.stack([tiles[k] for k in ("dense", "stroma", "glass", "ki67")])
+    one_by_one = [cap.caption(t, 20) for t in batch]
+    assert cap.caption_batch(batch, [20] * 4) == one_by_one  # left padding changes nothing
+    from napari_mrplip.data.captioners import caption_tiles
+
+    assert caption_tiles(cap, batch, [20] * 4) == one_by_one

@@ -20,7 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "napari_mrplip.heatmap.cli",
         "prompt heatmaps for slides, written as OME-TIFF/OME-Zarr",
     ),
-    "embed": ("napari_mrplip.heatmap.embed_cli", "embed a slide's tiles into the on-disk cache"),
+    "embed": (
+        "napari_mrplip.scale.cli",
+        "embed slides into the heatmap cache (--cache) or bag tiles into a feature store (--store)",
+    ),
+    "manifest": (
+        "napari_mrplip.scale.manifest_cli",
+        "caption bags of many slides (torchrun / dask workers) into a manifest",
+    ),
     "pretrain": ("napari_mrplip.train.cli", "pretrain MR-PLIP on slides (CPU, GPU, torchrun)"),
     "finetune": (
         "napari_mrplip.train.finetune_cli",

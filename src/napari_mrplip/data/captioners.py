@@ -19,7 +19,7 @@ from napari_mrplip.tiling.geometry import magnification_to_mpp
 from .stain import stain_stats
 from .vlm import VLMCaptioner
 
-__all__ = ["Captioner", "StainCaptioner", "VLMCaptioner", "stain_stats"]
+__all__ = ["Captioner", "StainCaptioner", "VLMCaptioner", "caption_tiles", "stain_stats"]
 
 
 @runtime_checkable
@@ -36,6 +36,22 @@ class Captioner(Protocol):
     def caption(self, tile: np.ndarray, magnification: float) -> str:
         """Describe a ``(H, W, 3)`` uint8 RGB tile seen at ``magnification`` (e.g. 20.0)."""
         ...
+
+
+def caption_tiles(captioner: Captioner, tiles: np.ndarray, magnifications) -> list[str]:
+    """Captions of ``(B, H, W, 3)`` uint8 tiles: one ``caption_batch`` call when the captioner
+    has one (batched generation), else ``caption`` per tile."""
+    mags = [float(m) for m in magnifications]
+    if len(mags) != len(tiles):
+        raise ValueError(f"{len(tiles)} tiles but {len(mags)} magnifications")
+    batch = getattr(captioner, "caption_batch", None)
+    if batch is not None:
+        out = list(batch(tiles, mags))
+        if len(out) != len(mags):
+            raise ValueError(f"{captioner.name}: caption_batch returned {len(out)} captions "
+                             f"for {len(mags)} tiles")  # fmt: skip
+        return out
+    return [captioner.caption(t, m) for t, m in zip(tiles, mags)]
 
 
 #: Nuclear area fraction above which nuclei are "dense", and below which "sparse".
@@ -178,6 +194,10 @@ class StainCaptioner:
             return f"{head}; {tail}, showing {_join(found)}."
         head = pick([f"High power view ({mag}) of {stain}", f"{_upper_first(stain)} at {mag}"])
         return f"{head} showing {_join(found)}."
+
+    def caption_batch(self, tiles: np.ndarray, magnifications) -> list[str]:
+        """:meth:`caption` of each ``(B, H, W, 3)`` tile (CPU work, no batching gain)."""
+        return [self.caption(t, m) for t, m in zip(tiles, magnifications)]
 
 
 def _join(phrases: list[str]) -> str:

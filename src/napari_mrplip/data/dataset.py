@@ -15,8 +15,8 @@ from torch.utils.data import Dataset
 
 from napari_mrplip.io import open_slide
 from napari_mrplip.models.batch import BagBatch
-from napari_mrplip.tiling.bags import read_tile_at_mpp
 
+from .bag_tiles import read_bag_tiles
 from .manifest import read_manifest
 
 #: A tokenizer: ``tok(texts, context_length) -> LongTensor (N, context_length)``.
@@ -117,12 +117,14 @@ class BagDataset(Dataset):
         return self._slides[path]
 
     def _images(self, rec: dict) -> np.ndarray:
-        slide = self._slide(rec)
-        tiles = [
-            read_tile_at_mpp(slide, t["box"], t["mpp"], self.image_size, slide_mpp=rec["slide_mpp"])
-            for t in rec["tiles"]
-        ]
-        return np.stack(tiles)
+        return read_bag_tiles(self._slide(rec), rec["tiles"], self.image_size, rec["slide_mpp"])
+
+    def _vision(self, rec: dict, index: int) -> dict[str, torch.Tensor]:
+        """The vision input of one bag: ``{"images": (N, S, S, 3) uint8}`` (augmented)."""
+        images = self._images(rec)
+        if self.augment:
+            images = augment_bag(images, np.random.default_rng((self.seed, self.epoch, index)))
+        return {"images": torch.from_numpy(np.ascontiguousarray(images))}
 
     def _keywords(self, rec: dict) -> tuple[torch.Tensor, torch.Tensor]:
         words = list(rec.get("keywords", []))[: self.max_keywords]
@@ -138,13 +140,10 @@ class BagDataset(Dataset):
         ``keyword_tokens`` (K, Lk), ``keyword_mask`` (K,), ``mag_index`` and
         ``parent_index`` (N,)."""
         rec = self.records[index]
-        images = self._images(rec)
-        if self.augment:
-            images = augment_bag(images, np.random.default_rng((self.seed, self.epoch, index)))
         captions = [t["caption"] for t in rec["tiles"]]
         kw_tokens, kw_mask = self._keywords(rec)
         return {
-            "images": torch.from_numpy(np.ascontiguousarray(images)),
+            **self._vision(rec, index),
             "caption_tokens": self.tokenizer(captions, self.context_length).long(),
             "keyword_tokens": kw_tokens,
             "keyword_mask": kw_mask,
@@ -189,4 +188,5 @@ def collate_bags(items: list[dict[str, torch.Tensor]]) -> BagBatch:
         caption_tokens=torch.stack([it["caption_tokens"] for it in items]),
         keyword_tokens=torch.stack([it["keyword_tokens"] for it in items]),
         keyword_mask=torch.stack([it["keyword_mask"] for it in items]),
+        features=torch.stack([it["features"] for it in items]) if "features" in items[0] else None,
     )

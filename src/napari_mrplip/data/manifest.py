@@ -11,7 +11,11 @@ One line per bag::
 Captioning is the expensive part, so each slide's bags are cached in
 ``<out_path>.cache/<key>.jsonl`` where the key hashes the slide (resolved path, size, mtime),
 the captioner (name, version) and the sampling parameters. Re-running with the same
-inputs reads the cache and captions nothing.
+inputs reads the cache and captions nothing; a run killed mid-slide resumes after the last
+finished group of bags (``slide_cache``). The work is split per slide
+(:func:`plan_jobs` -> :func:`caption_slide` per slide, on any worker ->
+:func:`merge_manifest` in slide order), which is how ``napari_mrplip.scale`` spreads it
+over torchrun ranks or dask workers with an identical result.
 """
 
 from __future__ import annotations
@@ -19,16 +23,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import time
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from napari_mrplip.io import open_slide
-from napari_mrplip.tiling.bags import BagSpec, read_tile_at_mpp, sample_bags
+import numpy as np
 
-from .captioners import Captioner
+from napari_mrplip.io import open_slide
+from napari_mrplip.tiling.bags import BagSpec, sample_bags
+
+from .bag_tiles import read_bag_tiles
+from .captioners import Captioner, caption_tiles
 from .keywords import extract_keywords
+from .slide_cache import append_partial, read_partial, rewrite_partial, slide_lock, write_lines
 
 log = logging.getLogger(__name__)
 
@@ -52,46 +61,199 @@ def _cache_key(slide_path: Path, captioner: Captioner, params: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _caption_bag(slide, bag: BagSpec, captioner: Captioner, mpp: float) -> dict:
-    record = bag.to_dict()
-    for tile_rec, tile in zip(record["tiles"], bag.tiles):
-        pixels = read_tile_at_mpp(slide, tile.box, tile.mpp, bag.tile_px, slide_mpp=mpp)
-        tile_rec["caption"] = captioner.caption(pixels, tile.magnification)
-    record["keywords"] = extract_keywords([t["caption"] for t in record["tiles"]])
-    record["magnifications"] = list(bag.magnifications)
-    return record
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide's share of a manifest: everything a worker needs, picklable.
+
+    Attributes
+    ----------
+    slide : str
+        The slide path as given.
+    params : dict
+        :func:`sample_bags` keyword arguments (the seed already combined with the file name).
+    stated_mpp : tuple or None
+        ``("override" | "fallback", µm/px)`` stated by the user, or None.
+    """
+
+    slide: str
+    params: dict
+    stated_mpp: tuple | None = None
 
 
-def _slide_records(path: Path, captioner, params: dict, stated_mpp, cache_dir: Path, bar) -> list:
-    """Bag records of one slide. ``stated_mpp``: ``("override" | "fallback", value)`` or None."""
-    key = _cache_key(path, captioner, {**params, "slide_mpp": stated_mpp})
-    cached = cache_dir / f"{key}.jsonl"
-    if cached.is_file():
-        return read_manifest(cached)
-    with open_slide(path) as slide:
-        mpp = slide.mpp
-        if stated_mpp is not None and (stated_mpp[0] == "override" or mpp is None):
-            mpp = stated_mpp[1]
-        bags = sample_bags(slide, slide_mpp=mpp, **params)
-        if not bags:
-            log.warning("%s: no tissue position for a bag; skipped", path)
-        records = []
-        for bag in bags:
-            rec = _caption_bag(slide, bag, captioner, mpp)
-            rec.update(slide=str(path.resolve()), captioner=_captioner_id(captioner))
-            records.append(rec)
-            bar.update(len(bag.tiles))
-    _write_jsonl(cached, records)
+@dataclass
+class SlideResult:
+    """What one slide's captioning did (``tiles_captioned`` counts this call's work only)."""
+
+    slide: str
+    status: str  # "captioned" | "cached" | "failed"
+    bags: int = 0
+    tiles_captioned: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+
+def plan_jobs(
+    slides: Sequence[str | Path],
+    n_parents_per_slide: int = 20,
+    magnifications: tuple[float, ...] = (5, 10, 20),
+    tile_px: int = 112,
+    seed: int = 0,
+    slide_mpp: float | dict | None = None,
+    children_per_parent: int | None = None,
+    min_tissue: float = 0.5,
+) -> list[SlideJob]:
+    """One :class:`SlideJob` per slide, in the given order (the merged manifest's order)."""
+    jobs = []
+    for slide in slides:
+        if isinstance(slide_mpp, dict):
+            value = slide_mpp.get(str(slide))
+            stated = None if value is None else ("override", float(value))
+        else:
+            stated = None if slide_mpp is None else ("fallback", float(slide_mpp))
+        params = {
+            "n_parents": int(n_parents_per_slide),
+            "magnifications": tuple(float(m) for m in magnifications),
+            "tile_px": int(tile_px),
+            "seed": (int(seed) * 1_000_003 + zlib.crc32(Path(slide).name.encode())) % 2**32,
+            "children_per_parent": children_per_parent,
+            "min_tissue": float(min_tissue),
+        }
+        jobs.append(SlideJob(str(slide), params, stated))
+    return jobs
+
+
+def cache_dir_for(out_path: str | Path) -> Path:
+    """The per-slide cache directory of a manifest: ``<out_path>.cache``."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".cache")
+
+
+def _cache_file(job: SlideJob, captioner: Captioner, cache_dir: Path) -> Path:
+    key = _cache_key(Path(job.slide), captioner, {**job.params, "slide_mpp": job.stated_mpp})
+    return cache_dir / f"{key}.jsonl"
+
+
+def _open_bags(job: SlideJob):
+    slide = open_slide(job.slide)
+    mpp = slide.mpp
+    if job.stated_mpp is not None and (job.stated_mpp[0] == "override" or mpp is None):
+        mpp = job.stated_mpp[1]
+    bags = sample_bags(slide, slide_mpp=mpp, **job.params)
+    if not bags:
+        log.warning("%s: no tissue position for a bag; skipped", job.slide)
+    return slide, mpp, bags
+
+
+def _caption_group(slide, bags: list[BagSpec], captioner, mpp: float, resolved: str) -> list:
+    """Caption the tiles of several bags in one batch; their manifest records."""
+    records, tiles, mags = [], [], []
+    for bag in bags:
+        rec = bag.to_dict()
+        tiles.append(read_bag_tiles(slide, rec["tiles"], bag.tile_px, mpp))
+        mags += [t.magnification for t in bag.tiles]
+        records.append(rec)
+    captions = caption_tiles(captioner, np.concatenate(tiles), mags)
+    k = 0
+    for bag, rec in zip(bags, records):
+        for tile_rec in rec["tiles"]:
+            tile_rec["caption"] = captions[k]
+            k += 1
+        rec["keywords"] = extract_keywords([t["caption"] for t in rec["tiles"]])
+        rec["magnifications"] = list(bag.magnifications)
+        rec.update(slide=resolved, captioner=_captioner_id(captioner))
     return records
 
 
-def _write_jsonl(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-    os.replace(tmp, path)
+def _groups(bags: list[BagSpec], todo: list[int], batch_tiles: int) -> list[list[int]]:
+    """Bag indices in groups of about ``batch_tiles`` tiles (whole bags, at least one)."""
+    groups, cur, n = [], [], 0
+    for i in todo:
+        if cur and n + len(bags[i].tiles) > batch_tiles:
+            groups.append(cur)
+            cur, n = [], 0
+        cur.append(i)
+        n += len(bags[i].tiles)
+    return groups + ([cur] if cur else [])
+
+
+def caption_slide(
+    job: SlideJob,
+    captioner: Captioner,
+    cache_dir: str | Path,
+    batch_tiles: int = 64,
+    on_tiles=None,
+) -> SlideResult:
+    """Caption one slide's bags into its cache file, resuming a killed run's partial work.
+
+    Bags are captioned in groups of about ``batch_tiles`` tiles (one ``caption_batch`` call
+    each); every finished group is appended to ``<key>.partial.jsonl`` and fsync'ed before
+    the next starts. A rerun skips the bags already there, so a worker killed mid-slide loses
+    only its group in flight. Another run captioning the same slide into the same cache waits
+    on the slide's lock, then finds it done.
+
+    Parameters
+    ----------
+    job : SlideJob
+    captioner : Captioner
+    cache_dir : path
+        The manifest's cache directory (:func:`cache_dir_for`).
+    batch_tiles : int
+        Tiles per captioning batch.
+    on_tiles : callable, optional
+        ``on_tiles(n)`` after each captioned group (progress bars).
+
+    Returns
+    -------
+    SlideResult
+        Errors propagate (the distributed runner catches and reports them per slide).
+    """
+    t0 = time.perf_counter()
+    cached = _cache_file(job, captioner, Path(cache_dir))
+    if cached.is_file():
+        return SlideResult(job.slide, "cached", len(read_manifest(cached)))
+    partial = cached.with_name(cached.stem + ".partial.jsonl")
+    with slide_lock(cached.with_name(cached.stem + ".lock")):
+        if cached.is_file():  # another run finished it while this one waited
+            return SlideResult(job.slide, "cached", len(read_manifest(cached)))
+        done = read_partial(partial)
+        rewrite_partial(partial, done)
+        slide, mpp, bags = _open_bags(job)
+        resolved, n_new = str(Path(job.slide).resolve()), 0
+        with slide:
+            todo = [i for i in range(len(bags)) if i not in done]
+            for group in _groups(bags, todo, max(1, int(batch_tiles))):
+                recs = _caption_group(slide, [bags[i] for i in group], captioner, mpp, resolved)
+                append_partial(partial, dict(zip(group, recs)))
+                done.update(zip(group, recs))
+                n = sum(len(bags[i].tiles) for i in group)
+                n_new += n
+                if on_tiles is not None:
+                    on_tiles(n)
+        write_lines(cached, [done[i] for i in range(len(bags))])
+        partial.unlink(missing_ok=True)
+    return SlideResult(job.slide, "captioned", len(bags), n_new, time.perf_counter() - t0)
+
+
+def merge_manifest(
+    jobs: Sequence[SlideJob], captioner: Captioner, cache_dir: str | Path, out_path: str | Path
+) -> Path:
+    """Concatenate the finished slides' caches in job order into the manifest at ``out_path``.
+
+    The result depends only on the jobs, never on which worker captioned which slide.
+    Slides without a finished cache (failed ones) are left out.
+    """
+    records = []
+    for job in jobs:
+        try:
+            cached = _cache_file(job, captioner, Path(cache_dir))
+        except OSError:
+            continue  # a missing slide: reported by the run that tried it
+        if cached.is_file():
+            records += read_manifest(cached)
+    if not records:
+        raise ValueError(f"no bags from {len(jobs)} slide(s): no tissue found; check the slides")
+    write_lines(out_path, records)
+    return Path(out_path)
 
 
 def read_manifest(path: str | Path) -> list[dict]:
@@ -126,6 +288,7 @@ def build_manifest(
     children_per_parent: int | None = None,
     min_tissue: float = 0.5,
     progress: bool = True,
+    batch_tiles: int = 64,
 ) -> Path:
     """Sample bags from every slide, caption every tile, and write a JSONL manifest.
 
@@ -146,6 +309,8 @@ def build_manifest(
         :class:`~napari_mrplip.io.MissingMppError`.
     progress : bool
         Show a tqdm bar counting captioned tiles.
+    batch_tiles : int
+        Tiles per captioning batch (see :func:`caption_slide`).
 
     Returns
     -------
@@ -154,26 +319,12 @@ def build_manifest(
     """
     from tqdm.auto import tqdm
 
-    out_path = Path(out_path)
-    cache_dir = out_path.with_name(out_path.name + ".cache")
-    records = []
+    jobs = plan_jobs(
+        slides, n_parents_per_slide, magnifications, tile_px, seed, slide_mpp,
+        children_per_parent, min_tissue,
+    )  # fmt: skip
+    cache_dir = cache_dir_for(out_path)
     with tqdm(desc="captioning tiles", unit="tile", disable=not progress) as bar:
-        for slide in slides:
-            if isinstance(slide_mpp, dict):
-                value = slide_mpp.get(str(slide))
-                stated = None if value is None else ("override", float(value))
-            else:
-                stated = None if slide_mpp is None else ("fallback", float(slide_mpp))
-            params = {
-                "n_parents": int(n_parents_per_slide),
-                "magnifications": tuple(float(m) for m in magnifications),
-                "tile_px": int(tile_px),
-                "seed": (int(seed) * 1_000_003 + zlib.crc32(Path(slide).name.encode())) % 2**32,
-                "children_per_parent": children_per_parent,
-                "min_tissue": float(min_tissue),
-            }
-            records += _slide_records(Path(slide), captioner, params, stated, cache_dir, bar)
-    if not records:
-        raise ValueError(f"no bags from {len(slides)} slide(s): no tissue found; check the slides")
-    _write_jsonl(out_path, records)
-    return out_path
+        for job in jobs:
+            caption_slide(job, captioner, cache_dir, batch_tiles, on_tiles=bar.update)
+    return merge_manifest(jobs, captioner, cache_dir, out_path)

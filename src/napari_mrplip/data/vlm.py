@@ -71,7 +71,7 @@ class VLMCaptioner:
             raise VLMLoadError(f"{self.model_dir}: cannot load the model or processor: {e}") from e
         self._model = model.to(self.device).eval()
 
-    def _inputs(self, tile: np.ndarray):
+    def _inputs(self, tiles: np.ndarray):
         from PIL import Image
 
         proc = self._processor
@@ -82,22 +82,37 @@ class VLMCaptioner:
             text = proc.apply_chat_template(messages, add_generation_prompt=True)
         else:
             text = f"USER: <image>\n{self.prompt} ASSISTANT:"
-        image = Image.fromarray(np.ascontiguousarray(tile[..., :3]))
-        return proc(images=image, text=text, return_tensors="pt").to(self.device)
+        images = [Image.fromarray(np.ascontiguousarray(t[..., :3])) for t in tiles]
+        # Left padding: every row's prompt ends where generation starts (decoder-only LMs).
+        proc.tokenizer.padding_side = "left"
+        return proc(images=images, text=[text] * len(images), padding=True, return_tensors="pt").to(
+            self.device
+        )
 
     def caption(self, tile: np.ndarray, magnification: float) -> str:
         """Greedy caption of a ``(H, W, 3)`` uint8 tile (the magnification is not used)."""
+        return self.caption_batch(np.asarray(tile)[None], [magnification])[0]
+
+    def caption_batch(self, tiles: np.ndarray, magnifications=None) -> list[str]:
+        """Greedy captions of ``(B, H, W, 3)`` uint8 tiles in one padded batched ``generate``.
+
+        Every row has the same prompt, so rows are only padded where their image token counts
+        differ; rows that finish early are padded until the longest is done.
+        """
         import torch
 
         if self._model is None:
             self._load()
-        inputs = self._inputs(tile)
+        if len(tiles) == 0:
+            return []
+        inputs = self._inputs(tiles)
         with torch.inference_mode():
             out = self._model.generate(
                 **inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens
             )
-        new = out[0, inputs["input_ids"].shape[1] :]
-        return self._processor.decode(new, skip_special_tokens=True).strip()
+        new = out[:, inputs["input_ids"].shape[1] :]
+        texts = self._processor.batch_decode(new, skip_special_tokens=True)
+        return [t.strip() for t in texts]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

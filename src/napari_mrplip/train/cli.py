@@ -38,6 +38,9 @@ _FIELDS = {
     "captioner": "captioner",
     "log_every": "log_every",
     "threads": "threads",
+    "features": "features",
+    "feature_encoder": "feature_encoder",
+    "caption_batch": "caption_batch",
 }
 
 
@@ -75,6 +78,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, help="[0]")
     add("--manifest", type=Path, help="bag manifest to use or create [OUT/manifest.jsonl]")
     add("--captioner", help="'stain' (offline) or a local VLM directory [stain]")
+    add("--caption-batch", type=int, help="tiles per captioning batch [64]")
+    add(
+        "--features",
+        type=Path,
+        metavar="STORE.zarr",
+        help="feature store of the manifest's bags (mrplip embed --store), for a features config",
+    )
+    add("--feature-encoder", metavar="SPEC",
+        help="frozen tile encoder of a features config: run on pixels without --features, "
+        "or the encoder the store must come from")  # fmt: skip
     add("--log-every", type=int, help="steps between progress events [1]")
     add("--no-augment", action="store_true", help="no random flips/rotations (deterministic)")
     add("--no-progress-bar", action="store_true", help="no tqdm bar (events are still written)")
@@ -104,6 +117,7 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``pretrain``; bad input -> a one-line error and exit status 2."""
+    from napari_mrplip.data.feature_store import FeatureStoreError
     from napari_mrplip.io.errors import SlideOpenError, TileReadError
     from napari_mrplip.models.errors import ConfigError, ModelLoadError
 
@@ -120,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         CheckpointError,
         ConfigError,
         ModelLoadError,
+        FeatureStoreError,
     ) as e:
         print(f"mrplip pretrain: error: {e}", file=sys.stderr)
         return 2

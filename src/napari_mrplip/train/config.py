@@ -69,6 +69,9 @@ class PretrainConfig:
     augment: bool = True  # random flips/rotations of whole bags
     captioner: str = "stain"  # "stain" (offline StainCaptioner) or a VLM directory
     manifest: Path | None = None  # reuse a manifest; default OUT/manifest.jsonl (cached)
+    features: Path | None = None  # feature store (mrplip embed --store) for a features config
+    feature_encoder: str | None = None  # frozen encoder spec: run on pixels, or check the store
+    caption_batch: int = 64  # tiles per captioning batch when building the manifest
     log_every: int = 1  # steps between progress events
     progress_bar: bool = True
     register: bool = True  # add OUT/final to the model catalogue
@@ -79,6 +82,8 @@ class PretrainConfig:
         self.magnifications = tuple(float(m) for m in self.magnifications)
         if self.manifest is not None:
             self.manifest = Path(self.manifest)
+        if self.features is not None:
+            self.features = Path(self.features)
         self.validate()
 
     def validate(self) -> None:
@@ -103,6 +108,7 @@ class PretrainConfig:
             ),
             (self.log_every >= 1, "--log-every must be >= 1"),
             (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
+            (self.caption_batch >= 1, "--caption-batch must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -127,6 +133,7 @@ class PretrainConfig:
         data = asdict(self)
         data["out"] = str(self.out)
         data["manifest"] = None if self.manifest is None else str(self.manifest)
+        data["features"] = None if self.features is None else str(self.features)
         data["magnifications"] = list(self.magnifications)
         return data
 

@@ -5,6 +5,7 @@ Output directory layout::
     OUT/pretrain_config.json     the PretrainConfig of the run
     OUT/manifest.jsonl           bags, tiles and captions (cached; never re-captioned)
     OUT/progress.jsonl           JSON-lines progress events (see ``train.events``)
+    OUT/manifest_progress.jsonl  per-slide captioning events (see ``scale.pipeline``)
     OUT/checkpoints/step_XXXXXXX training state (see ``train.checkpointing``)
     OUT/final/                   MR-PLIP checkpoint (``models.checkpoint.load_model``)
 """
