@@ -166,7 +166,7 @@ def encoder_section(
 
 def _encode_tiles_rows(model, batches, device, min_s) -> list[dict]:
     """The real backend path: uint8 host tiles -> (B, D) float32 host embeddings."""
-    from napari_mrplip.heatmap.batching import tile_allocator
+    from napari_mrplip.embed.batching import tile_allocator
 
     enc = _encoder_from(model, device)
     size = enc.input_size
@@ -230,8 +230,8 @@ def wholeslide_section(
     budget_s: float = 90.0,
 ) -> dict:
     """Score a generated ``side``^2 px slide at 0.5 µm/px, every tile; and its decode bound."""
+    from napari_mrplip.embed.reader import TileReader
     from napari_mrplip.heatmap.engine import HeatmapEngine
-    from napari_mrplip.heatmap.reader import TileReader
     from napari_mrplip.heatmap.result import HeatmapRequest
     from napari_mrplip.io import open_slide
     from napari_mrplip.io.synthetic import write_synthetic_slide

@@ -115,7 +115,7 @@ def bench_reprompt(encoder, n_tiles: int = 100_000, n_prompts: int = 10, repeats
     """A new prompt over ``n_tiles`` cached tiles with ``n_prompts`` prompts."""
     import dask.array as da
 
-    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.embed.cache import EmbeddingCache
     from napari_mrplip.heatmap.engine import HeatmapEngine
     from napari_mrplip.heatmap.result import HeatmapRequest
     from napari_mrplip.io.slide import Slide

@@ -132,7 +132,7 @@ def test_mrplip_cli_end_to_end_with_fusion_and_embed_cache(cmu_svs, tiny_mrplip_
 
 
 def test_embed_then_heatmap_reencodes_nothing(cmu_svs, tmp_path):
-    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.embed.cache import EmbeddingCache
     from napari_mrplip.heatmap.embed_cli import embed_slide
     from napari_mrplip.heatmap.engine import HeatmapEngine
     from napari_mrplip.io import open_slide

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from heatmap_tiny_encoder import TinyClipEncoder
-from napari_mrplip.heatmap.cache import EmbeddingCache
+from napari_mrplip.embed.cache import EmbeddingCache
+from napari_mrplip.embed.embedder import SlideEmbedder
 from napari_mrplip.heatmap.engine import HeatmapEngine
-from napari_mrplip.heatmap.prompts import PromptError
 from napari_mrplip.heatmap.result import HeatmapRequest
 from napari_mrplip.io.slide import Slide
+from napari_mrplip.models.prompts import PromptError
 
 
 def tissue_slide(w=1000, h=700, mpp=0.5, seed=0) -> Slide:
@@ -162,17 +163,20 @@ def test_long_prompt_warns(encoder):
         eng.compute(tissue_slide(), request(prompts=(long, "stroma")))
 
 
-def test_embed_tiles_cached(encoder):
+def test_embed_boxes_cached_and_shared_with_the_engine(encoder):
     slide = tissue_slide(seed=5)
     eng = HeatmapEngine(encoder)
     boxes = [(0, 0, 64, 64), (300, 200, 364, 264), (100, 100, 228, 228)]
-    a = eng.embed_tiles(slide, 1.0, boxes)
+    seen = []
+    a = eng.embedder.embed_boxes(slide, 1.0, boxes, progress=seen.append)
+    assert sum(seen) == 3
     calls = encoder.image_encode_calls
-    b = eng.embed_tiles(slide, 1.0, boxes)
+    again = SlideEmbedder(encoder, cache=eng.cache)  # another consumer on the same cache
+    b = again.embed_boxes(slide, 1.0, boxes)
     assert a.shape == (3, 32) and np.allclose(a, b)
-    assert encoder.image_encode_calls == calls
+    assert encoder.image_encode_calls == calls and again.tiles_encoded == 0
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    c = eng.embed_tiles(slide, 0, boxes[:1])
+    c = eng.embedder.embed_boxes(slide, 0, boxes[:1])
     assert c.shape == (1, 32)
 
 
@@ -195,7 +199,7 @@ def test_first_batch_is_small_for_a_quick_first_partial(encoder):
 
 
 def test_fast_thumbnail_matches_slide_thumbnail(cmu_svs):
-    from napari_mrplip.heatmap.reader import fast_thumbnail
+    from napari_mrplip.embed.reader import fast_thumbnail
     from napari_mrplip.io import open_slide
 
     with open_slide(cmu_svs) as slide:

@@ -11,10 +11,10 @@ import pytest
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from _review_encoder import TinyClipEncoder
+from napari_mrplip.annotations.model import Annotation
+from napari_mrplip.embed.embedder import SlideEmbedder
 from napari_mrplip.io.errors import MissingMppError
 from napari_mrplip.io.slide import Slide
-from napari_mrplip.review.annotations import Annotation
-from napari_mrplip.review.embedding import TileEmbedder
 from napari_mrplip.review.ranking import apply_scores, rank
 from napari_mrplip.review.scoring import (
     NO_TILES,
@@ -23,7 +23,6 @@ from napari_mrplip.review.scoring import (
     AnnotationScore,
     ScoringError,
     score_annotations,
-    tile_probs,
 )
 from napari_mrplip.review.tiles import polygon_tiles
 
@@ -78,7 +77,7 @@ def test_score_annotations_statuses_probabilities_and_cache(slide, encoder):
         _ann(2, box(550, 100, 700, 300), None),
         _ann(3, box(5000, 5000, 5100, 5100), "tissue"),
     ]
-    embedder, seen = TileEmbedder(encoder), []
+    embedder, seen = SlideEmbedder(encoder), []
     scores = score_annotations(
         anns,
         slide,
@@ -119,15 +118,6 @@ def test_scoring_bad_requests(slide, encoder):
     cancel = threading.Event()
     cancel.set()
     assert score_annotations(one, slide, encoder, extra_labels=["x"], cancel=cancel) == []
-
-
-def test_tile_probs_softmax():
-    tiles = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    classes = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], np.float32)
-    p = tile_probs(tiles, classes, 100.0)
-    assert (
-        p.shape == (2, 3) and np.allclose(p.sum(1), 1) and p[0].argmax() == 0 and p[1].argmax() == 1
-    )
 
 
 def test_ranking_puts_disagreement_first_and_unscorable_last():

@@ -36,10 +36,10 @@ def geojson(tmp_path):
 
 def _widget(viewer):
     from napari_mrplip._napari.review_widget import ReviewWidget
-    from napari_mrplip.review.embedding import TileEmbedder
+    from napari_mrplip.embed.embedder import SlideEmbedder
 
     widget = ReviewWidget(viewer)
-    widget._embedders["tiny"] = TileEmbedder(TinyClipEncoder(seed=1))
+    widget._embedders["tiny"] = SlideEmbedder(TinyClipEncoder(seed=1))
     widget.model.add_path(Path.cwd())  # any extra spec; the tiny model is registered under it
     widget._embedders[widget.model.value] = widget._embedders.pop("tiny")
     return widget

@@ -186,7 +186,7 @@ class HeatmapWidget(Container):
     @staticmethod
     def make_engine(spec: str, device: str, batch_size: int):
         """A :class:`HeatmapEngine` over ``get_encoder(spec)`` with an in-memory cache."""
-        from napari_mrplip.heatmap.cache import EmbeddingCache
+        from napari_mrplip.embed.cache import EmbeddingCache
         from napari_mrplip.heatmap.engine import HeatmapEngine
         from napari_mrplip.models.encoders import get_encoder
 

@@ -20,8 +20,8 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, Pro
 if TYPE_CHECKING:
     import napari
 
-from napari_mrplip.review.annotations import Annotation, set_label
-from napari_mrplip.review.geojson import AnnotationDocument, read_document, write_annotations
+from napari_mrplip.annotations.geojson import AnnotationDocument, read_document, write_annotations
+from napari_mrplip.annotations.model import Annotation, set_label
 from napari_mrplip.review.ranking import apply_scores, rank
 from napari_mrplip.review.scoring import AnnotationScore, score_from_json, score_to_json
 from napari_mrplip.review.state import ReviewState
@@ -190,12 +190,12 @@ class ReviewWidget(Container):
 
     # -- scoring --------------------------------------------------------------------
     def _embedder(self, spec: str):
+        from napari_mrplip.embed.pool import embedder_for
         from napari_mrplip.models.encoders import get_encoder
-        from napari_mrplip.review.embedding import TileEmbedder
 
         with self._lock:
             if spec not in self._embedders:
-                self._embedders[spec] = TileEmbedder(get_encoder(spec))
+                self._embedders[spec] = embedder_for(get_encoder(spec))
             return self._embedders[spec]
 
     def score(self) -> HeatmapJob | None:

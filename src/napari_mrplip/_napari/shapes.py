@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import MultiPolygon, Polygon
 
-from napari_mrplip.review.annotations import Annotation
+from napari_mrplip.annotations.model import Annotation
 
 #: Feature names that may carry the class of a user-drawn Shapes layer, in priority order.
 LABEL_FEATURES = ("label", "class", "classification", "name")

@@ -111,14 +111,14 @@ def job_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mrplip heatmap``; 0 when every slide was written, 1 if some failed, 2 on bad input."""
-    from napari_mrplip.heatmap.batching import DeviceUnavailableError
+    from napari_mrplip.embed.batching import DeviceUnavailableError
     from napari_mrplip.heatmap.jobs import (
         ModelUnavailableError,
         check_outputs,
         load_encoder,
         run_job,
     )
-    from napari_mrplip.heatmap.prompts import PromptError, validate_prompts
+    from napari_mrplip.models.prompts import PromptError, validate_prompts
 
     job = job_from_args(args)
     try:

@@ -44,8 +44,8 @@ def embed_slide(engine, slide, mpp, overlap: float, tissue_only: bool, max_tiles
 
 def run(args: argparse.Namespace) -> int:
     """Run ``mrplip embed``."""
-    from napari_mrplip.heatmap.batching import DeviceUnavailableError
-    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.embed.batching import DeviceUnavailableError
+    from napari_mrplip.embed.cache import EmbeddingCache
     from napari_mrplip.heatmap.engine import HeatmapEngine
     from napari_mrplip.heatmap.jobs import ModelUnavailableError, load_encoder
     from napari_mrplip.io import SlideOpenError, TileReadError, open_slide

@@ -8,23 +8,21 @@ all: only the (cached) text embeddings and one matrix product run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 import numpy as np
 
+from napari_mrplip.embed.cache import EmbeddingCache, GridKey, slide_id
+from napari_mrplip.embed.embedder import SlideEmbedder
+from napari_mrplip.embed.reader import fast_thumbnail
 from napari_mrplip.io.slide import Slide
+from napari_mrplip.models.prompts import PromptEmbedder, PromptError, validate_prompts
 from napari_mrplip.tiling.grid import TileGrid, check_tile_budget, make_grid, tissue_tiles
 from napari_mrplip.tiling.tissue import tissue_mask
 
-from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
-from .cache import EmbeddingCache, GridKey, slide_id
 from .passes import Pass, assemble, children_range, make_pass, parent_range
-from .prompts import PromptEmbedder, PromptError, validate_prompts
-from .reader import TileReader, fast_thumbnail, read_tile, resize_tile
 from .result import HeatmapRequest, HeatmapResult
 from .scoring import DEFAULT_FUSION
 from .similarity import PromptScorer, SimilarityCache
@@ -53,24 +51,36 @@ class HeatmapEngine:
         Tiles per model call (device default: 256 on CUDA, 32 on CPU); halved on OOM.
     workers : int
         Tile-decoding threads.
+    embedder : SlideEmbedder, optional
+        Embed through this one (e.g. the process-wide one of :mod:`napari_mrplip.embed.pool`)
+        instead of a new one built from the arguments above.
     """
 
-    def __init__(self, encoder, cache: EmbeddingCache | None = None, batch_size=None, workers=2):
+    def __init__(
+        self,
+        encoder,
+        cache: EmbeddingCache | None = None,
+        batch_size=None,
+        workers=2,
+        embedder: SlideEmbedder | None = None,
+    ):
         self.encoder = encoder
-        self.cache = cache if cache is not None else EmbeddingCache()
-        self.device = str(getattr(encoder, "device", "cpu"))
-        self.batcher = AdaptiveBatcher(encoder, batch_size or default_batch_size(self.device))
-        self.workers = max(1, int(workers))
+        self.embedder = embedder or SlideEmbedder(encoder, cache, batch_size, workers)
+        self.cache = self.embedder.cache
         self.prompts = PromptEmbedder(encoder)
         self.sims = SimilarityCache()
         self._masks: dict[str, np.ndarray] = {}
         self._lattice_tissue: dict[tuple[str, str], np.ndarray] = {}
         self._lock = threading.Lock()
-        self.tiles_encoded = 0
 
     @property
     def batch_size(self) -> int:
-        return self.batcher.batch_size
+        return self.embedder.batch_size
+
+    @property
+    def tiles_encoded(self) -> int:
+        """Tiles the encoder has embedded through this engine's embedder."""
+        return self.embedder.tiles_encoded
 
     # -- planning -----------------------------------------------------------------------
     def grid_for(self, slide: Slide, request: HeatmapRequest) -> TileGrid:
@@ -96,13 +106,7 @@ class HeatmapEngine:
         return DEFAULT_FUSION if getattr(self.encoder, "is_mrplip", False) else None
 
     def _key(self, slide: Slide, grid: TileGrid) -> GridKey:
-        return GridKey(
-            slide_id(slide),
-            str(self.encoder.model_id),
-            grid.key,
-            grid.shape,
-            int(self.encoder.embed_dim),
-        )
+        return self.embedder.grid_key(slide, grid)
 
     def prepare(self, slide: Slide) -> None:
         """Compute the slide's tissue mask now (e.g. when the slide is opened), not on the
@@ -204,33 +208,16 @@ class HeatmapEngine:
                 yield build()
 
     def _encode_pass(self, slide, p: Pass, rr, cc, scorer, cancel, first=0) -> Iterator[int]:
-        """Encode a pass's missing tiles batch by batch, storing and scoring each batch."""
-        if len(rr) == 0:
-            return
-        xs, ys = p.grid.read_origins(rr + p.r0, cc + p.c0)
-        reader = TileReader(slide, self.workers, prefetch=2, alloc=tile_allocator(self.device))
-        with contextlib.closing(reader.batches(p.grid, xs, ys, self.batch_size, first)) as batches:
-            for batch in batches:
-                if cancel is not None and cancel.is_set():
-                    return
-                r, c = rr[batch.index], cc[batch.index]
-                if batch.errors:
-                    p.failed[r[~batch.ok], c[~batch.ok]] = True
-                    log.warning(
-                        "%s: %d tile(s) failed to decode and are left empty: %s",
-                        slide.name,
-                        len(batch.errors),
-                        batch.errors[0],
-                    )
-                if batch.ok.any():
-                    r, c = r[batch.ok], c[batch.ok]
-                    tiles = batch.tiles if batch.ok.all() else batch.tiles[batch.ok]
-                    emb = self.batcher.encode(tiles)  # pinned buffer kept when all decoded
-                    self.tiles_encoded += len(emb)
-                    self.cache.put(p.key, r + p.r0, c + p.c0, emb)
-                    p.filled[r, c] = True
-                    p.scores[:, r, c] = scorer.new_tiles(p.key, r + p.r0, c + p.c0, emb).T
-                yield len(batch.index)
+        """Encode a pass's missing tiles batch by batch, scoring each batch."""
+        rows, cols = rr + p.r0, cc + p.c0
+        for batch in self.embedder.lattice_batches(slide, p.grid, rows, cols, first, cancel):
+            r, c = rr[batch.index], cc[batch.index]
+            p.failed[r[~batch.ok], c[~batch.ok]] = True
+            if batch.ok.any():
+                r, c = r[batch.ok], c[batch.ok]
+                p.filled[r, c] = True
+                p.scores[:, r, c] = scorer.new_tiles(p.key, r + p.r0, c + p.c0, batch.emb).T
+            yield len(batch.index)
 
     def _meta(self, request, grid: TileGrid, weights, passes) -> dict:
         return {
@@ -253,71 +240,5 @@ class HeatmapEngine:
             pass
         return final
 
-    # -- arbitrary boxes ----------------------------------------------------------------
-    def embed_tiles(
-        self, slide: Slide, level_or_mpp: int | float, boxes: Sequence[Sequence[float]]
-    ) -> np.ndarray:
-        """Embeddings of arbitrary level-0 boxes, each read at a level or µm/px and resized.
 
-        Parameters
-        ----------
-        level_or_mpp : int or float
-            An ``int`` is a pyramid level; a ``float`` is µm/px (needs ``slide.mpp``).
-        boxes : sequence of (x0, y0, x1, y1)
-            Level-0 px.
-
-        Returns
-        -------
-        np.ndarray
-            ``(N, D)`` float32, L2-normalised; cached per (slide, model, scale, box).
-        """
-        level, tag = self._box_level(slide, level_or_mpp)
-        sid, mid = slide_id(slide), str(self.encoder.model_id)
-        keys = [(sid, mid, tag, tuple(int(round(v)) for v in b)) for b in boxes]
-        out = np.zeros((len(keys), int(self.encoder.embed_dim)), np.float32)
-        missing = []
-        for i, k in enumerate(keys):
-            e = self.cache.get_box(k)
-            if e is None:
-                missing.append(i)
-            else:
-                out[i] = e
-        if missing:
-            with ThreadPoolExecutor(self.workers) as pool:
-                tiles = list(pool.map(lambda i: self._read_box(slide, level, keys[i][3]), missing))
-            emb = self.batcher.encode(np.stack(tiles))
-            self.tiles_encoded += len(emb)
-            for i, e in zip(missing, emb):
-                out[i] = e
-                self.cache.put_box(keys[i], e)
-        return out
-
-    def _box_level(self, slide: Slide, level_or_mpp) -> tuple[int, str]:
-        if isinstance(level_or_mpp, (int, np.integer)) and not isinstance(level_or_mpp, bool):
-            if not 0 <= level_or_mpp < len(slide.levels):
-                raise ValueError(f"{slide.path}: level {level_or_mpp} does not exist")
-            return int(level_or_mpp), f"lvl{int(level_or_mpp)}"
-        from napari_mrplip.io.errors import MissingMppError
-
-        if slide.mpp is None:
-            raise MissingMppError(
-                f"{slide.path}: no µm/px in the metadata; pass a level instead, or open the "
-                "slide with mpp=... (CLI: --slide-mpp)"
-            )
-        ds = float(level_or_mpp) / slide.mpp
-        return slide.best_level_for_downsample(ds), f"mpp{float(level_or_mpp):.4f}"
-
-    def _read_box(self, slide: Slide, level: int, box) -> np.ndarray:
-        x0, y0, x1, y1 = box
-        ds = slide.downsamples[level]
-        w, h = max(1, round((x1 - x0) / ds)), max(1, round((y1 - y0) / ds))
-        tile = slide.read_region(x0, y0, w, h, level)
-        if w != h:
-            from PIL import Image
-
-            side = int(self.encoder.input_size)
-            return np.asarray(Image.fromarray(tile).resize((side, side), Image.BILINEAR))
-        return resize_tile(tile, int(self.encoder.input_size))
-
-
-__all__ = ["HeatmapEngine", "read_tile"]
+__all__ = ["HeatmapEngine"]

@@ -78,7 +78,7 @@ class HeatmapJob:
 
 def load_encoder(spec: str, device: str):
     """The encoder for ``spec`` on ``device``, loaded once per process."""
-    from napari_mrplip.heatmap.batching import resolve_device
+    from napari_mrplip.embed.batching import resolve_device
 
     dev = resolve_device(device)
     with _ENCODERS_LOCK:
@@ -169,7 +169,7 @@ def _request(job: HeatmapJob, slide) -> HeatmapRequest:
 
 def heatmap_one(job: HeatmapJob, slide_path: str, out_path: str, loader: Callable = None) -> dict:
     """Compute and write one slide's heatmap; returns a summary dict (JSON-able)."""
-    from napari_mrplip.heatmap.cache import EmbeddingCache
+    from napari_mrplip.embed.cache import EmbeddingCache
     from napari_mrplip.heatmap.engine import HeatmapEngine
     from napari_mrplip.heatmap.export import heatmap_to_geojson, write_heatmap
     from napari_mrplip.io import open_slide

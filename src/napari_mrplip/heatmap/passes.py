@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_mrplip.embed.cache import GridKey
 from napari_mrplip.tiling.grid import TileGrid, child_range, parent_index
 
-from .cache import GridKey
 from .result import HeatmapResult
 from .scoring import block_mean, fuse, overlap_average, smooth
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_mrplip.models.zeroshot import scaled_softmax
+
 #: Default (parent, self, children) weights for multi-magnification fusion.
 DEFAULT_FUSION = (0.25, 0.5, 0.25)
 
@@ -57,14 +59,7 @@ def scores_from_sims(
             "softmax over a single prompt is always 1: add a second prompt or a background "
             "prompt, or use mode='cosine'"
         )
-    logits = sims.astype(np.float32) * np.float32(logit_scale)
-    with np.errstate(invalid="ignore"):
-        logits -= logits.max(axis=axis, keepdims=True)
-    np.exp(logits, out=logits)
-    total = logits.sum(axis=axis, keepdims=True)
-    out = logits[tuple(idx)]
-    out /= total
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(scaled_softmax(sims, logit_scale, axis=axis)[tuple(idx)])
 
 
 def overlap_average(tiles: np.ndarray, k: int, tile_origin, cell_range) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from napari_mrplip.heatmap.cache import EmbeddingCache, GridKey
+from napari_mrplip.embed.cache import EmbeddingCache, GridKey
 from napari_mrplip.heatmap.scoring import scores_from_sims
 
 

@@ -1,9 +1,11 @@
-"""Zero-shot classification with prompt ensembles (CONCH / MI-Zero practice).
+"""Zero-shot classification: prompt ensembles scored by softmax(logit_scale x cosine).
 
-Each class is one or more synonyms; every synonym is put into every template, the texts
-are embedded and L2-normalised, averaged, and renormalised: one vector per class. Tiles
-are scored by ``logit_scale * cosine`` with a softmax over classes; a slide's class
-score is the mean of its top-j tile logits per class.
+The scoring side of zero-shot (the prompt side, with the one template list, is
+:mod:`.prompts`). Each class is one or more synonyms; every synonym is put into every
+template, the texts are embedded and L2-normalised, averaged, and renormalised: one vector
+per class (CONCH / MI-Zero practice). Tiles are scored by ``logit_scale * cosine`` with a
+softmax over classes; a slide's class score is the mean of its top-j tile logits per class.
+Heatmaps, annotation review, fine-tuned heads and evaluation all score here. torch-free.
 """
 
 from __future__ import annotations
@@ -12,31 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-#: Prompt templates; ``CLASSNAME`` is replaced by each synonym (our wording, CONCH-style).
-TEMPLATES: tuple[str, ...] = (
-    "CLASSNAME.",
-    "a photomicrograph showing CLASSNAME.",
-    "a photomicrograph of CLASSNAME.",
-    "an image of CLASSNAME.",
-    "an image showing CLASSNAME.",
-    "an example of CLASSNAME.",
-    "CLASSNAME is shown.",
-    "this is CLASSNAME.",
-    "there is CLASSNAME.",
-    "a histopathological image showing CLASSNAME.",
-    "a histopathological image of CLASSNAME.",
-    "a histopathological photograph of CLASSNAME.",
-    "a histopathological photograph showing CLASSNAME.",
-    "shows CLASSNAME.",
-    "presence of CLASSNAME.",
-    "CLASSNAME is present.",
-    "an H&E stained image of CLASSNAME.",
-    "an H&E stained image showing CLASSNAME.",
-    "an H&E image of CLASSNAME.",
-    "an H&E image showing CLASSNAME.",
-    "a tissue section showing CLASSNAME.",
-    "a microscopy image of CLASSNAME.",
-)
+from .prompts import TEMPLATES, PromptEmbedder, _l2
 
 ClassSpec = Sequence[str | Sequence[str]] | Mapping[str, str | Sequence[str]]
 
@@ -49,10 +27,6 @@ def _synonym_lists(classes: ClassSpec) -> list[list[str]]:
     return out
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def prompt_ensemble(encoder, classnames_or_synonyms: ClassSpec, templates=TEMPLATES) -> np.ndarray:
     """One embedding per class from synonyms x templates.
 
@@ -63,20 +37,15 @@ def prompt_ensemble(encoder, classnames_or_synonyms: ClassSpec, templates=TEMPLA
     classnames_or_synonyms : sequence or mapping
         ``["tumour", ["stroma", "fibrous tissue"]]`` or ``{"tumour": [...], ...}``.
     templates : sequence of str
-        Templates containing ``CLASSNAME``.
+        Templates containing ``{}`` (default: the one list, :data:`.prompts.TEMPLATES`).
 
     Returns
     -------
     np.ndarray
         ``(C, D)`` float32, rows L2-normalised.
     """
-    templates = list(templates) or ["CLASSNAME"]
-    rows = []
-    for synonyms in _synonym_lists(classnames_or_synonyms):
-        texts = [t.replace("CLASSNAME", s) for s in synonyms for t in templates]
-        emb = _l2(np.asarray(encoder.encode_text(texts), dtype=np.float32))
-        rows.append(emb.mean(axis=0))
-    return _l2(np.stack(rows)).astype(np.float32)
+    embedder = PromptEmbedder(encoder, tuple(templates) or ("{}",))
+    return embedder.embed_synonyms(_synonym_lists(classnames_or_synonyms))
 
 
 def logits(tile_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> np.ndarray:
@@ -84,14 +53,24 @@ def logits(tile_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> n
     return float(logit_scale) * (_l2(np.asarray(tile_emb)) @ _l2(np.asarray(class_emb)).T)
 
 
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = np.exp(x - x.max(axis=axis, keepdims=True))
-    return z / z.sum(axis=axis, keepdims=True)
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax along ``axis`` in float32; a NaN anywhere along ``axis`` gives NaN there."""
+    z = np.array(x, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        z -= z.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+def scaled_softmax(cosines: np.ndarray, logit_scale: float, axis: int = -1) -> np.ndarray:
+    """``softmax(logit_scale * cosine)`` along ``axis`` (the classes / prompts axis)."""
+    return softmax(np.asarray(cosines, np.float32) * np.float32(logit_scale), axis=axis)
 
 
 def classify(tile_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> np.ndarray:
-    """Class probabilities per tile: ``(N, C)``, rows summing to 1."""
-    return _softmax(logits(tile_emb, class_emb, logit_scale)).astype(np.float32)
+    """Class probabilities per tile: ``(N, D), (C, D) -> (N, C)``, rows summing to 1."""
+    return softmax(logits(tile_emb, class_emb, logit_scale))
 
 
 def topj_pool(tile_logits: np.ndarray, j: int) -> np.ndarray:
@@ -113,4 +92,4 @@ def classify_slide(
     tile_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float, j: int = 10
 ) -> np.ndarray:
     """Slide-level class probabilities ``(C,)``: softmax of top-j pooled tile logits."""
-    return _softmax(topj_pool(logits(tile_emb, class_emb, logit_scale), j)).astype(np.float32)
+    return softmax(topj_pool(logits(tile_emb, class_emb, logit_scale), j))

@@ -114,10 +114,10 @@ def _inputs(cfg: ReviewConfig) -> list[Path]:
 
 def review(cfg: ReviewConfig, out=sys.stdout) -> list:
     """Run the review headless; returns the ranked scores."""
+    from napari_mrplip.annotations.geojson import read_document
     from napari_mrplip.io import open_slide
     from napari_mrplip.models.encoders import get_encoder
 
-    from .geojson import read_document
     from .ranking import apply_scores, rank
     from .scoring import score_annotations
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .annotations import Annotation
+from napari_mrplip.annotations.model import Annotation
+
 from .scoring import SCORED, UNLABELLED, AnnotationScore
 
 #: Order of statuses after the scored ones: unlabelled, then unscorable ones.

@@ -14,8 +14,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .annotations import Annotation
-from .embedding import TileEmbedder
+from napari_mrplip.annotations.model import Annotation
+from napari_mrplip.embed.embedder import SlideEmbedder
+from napari_mrplip.embed.pool import embedder_for
+from napari_mrplip.models.prompts import TEMPLATES, PromptEmbedder
+from napari_mrplip.models.zeroshot import classify
+
 from .tiles import polygon_tiles
 
 #: Per-annotation outcomes.
@@ -92,18 +96,8 @@ def default_ensemble(encoder) -> bool:
 
 def class_embeddings(encoder, classes: Sequence[str], prompts: Mapping[str, str], ensemble: bool):
     """``(C, D)`` class vectors: template ensembles (or the plain names for a trained head)."""
-    from napari_mrplip.heatmap.prompts import TEMPLATES, PromptEmbedder
-
     embedder = PromptEmbedder(encoder, TEMPLATES if ensemble else ("{}",))
     return embedder.embed([prompts.get(c, c) for c in classes])
-
-
-def tile_probs(tile_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float) -> np.ndarray:
-    """Softmax over classes of ``logit_scale * cosine``: ``(N, D), (C, D) -> (N, C)``."""
-    logits = float(logit_scale) * tile_emb @ class_emb.T
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _summarise(ann: Annotation, probs: np.ndarray, classes: list[str]) -> AnnotationScore:
@@ -134,7 +128,7 @@ def iter_scores(
     ensemble: bool | None = None,
     min_coverage: float = 0.5,
     max_tiles: int = 64,
-    embedder: TileEmbedder | None = None,
+    embedder: SlideEmbedder | None = None,
 ) -> Iterator[tuple[AnnotationScore, int, int]]:
     """Score annotations one by one against all labels present (plus ``extra_labels``).
 
@@ -158,8 +152,9 @@ def iter_scores(
         names are its prompts. Default: off when the encoder has ``class_names``.
     min_coverage, max_tiles : float, int
         Tile selection inside each polygon (see :func:`.tiles.polygon_tiles`).
-    embedder : TileEmbedder, optional
-        Reuse one to keep its embedding cache across calls.
+    embedder : SlideEmbedder, optional
+        Embed through this one (default: the process-wide one for ``encoder``, sharing the
+        heatmap's cache).
 
     Yields
     ------
@@ -176,7 +171,7 @@ def iter_scores(
     if ensemble is None:
         ensemble = default_ensemble(encoder)
     class_emb = class_embeddings(encoder, classes, prompts or {}, ensemble)
-    embedder = embedder or TileEmbedder(encoder)
+    embedder = embedder or embedder_for(encoder)
     tile = encoder.input_size * mpp / slide.mpp
     plan = [
         polygon_tiles(
@@ -240,10 +235,10 @@ def _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes) ->
             message="the polygon lies outside the slide: no tiles to score",
         )
     try:
-        emb = embedder.embed(slide, mpp, boxes)
+        emb = embedder.embed_boxes(slide, float(mpp), boxes)
     except TileReadError as e:
         return AnnotationScore(ann.id, ann.label, READ_ERROR, message=str(e))
-    return _summarise(ann, tile_probs(emb, class_emb, encoder.logit_scale), classes)
+    return _summarise(ann, classify(emb, class_emb, encoder.logit_scale), classes)
 
 
 def _target_mpp(slide, target_mpp: float | None) -> float:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mrplip.annotations.model import Annotation, Review, set_label
 from napari_mrplip.models.catalog import home
 from napari_mrplip.outputs import atomic_output
-
-from .annotations import Annotation, Review, set_label
 
 FORMAT = "mrplip-review-state"
 VERSION = 2

@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .finetune_config import FinetuneConfig
-from .finetune_data import FinetuneDataError, LabelledTiles, split_by_group
+from .finetune_data import (
+    FinetuneDataError,
+    ImageTiles,
+    LabelledTiles,
+    SlideTiles,
+    split_by_group,
+)
 from .linear_probe import CosineHead, check_finite, fit_linear_probe
 from .metrics import ClassificationReport, evaluate, plot_confusion
 
@@ -85,12 +91,10 @@ def embed(
     encoder, data: LabelledTiles, idx: np.ndarray, batch_size: int, log=None, cancel=None
 ) -> np.ndarray:
     """``(len(idx), D)`` float32 embeddings of tiles ``idx`` (in order), through the embedding cache."""
-    from .finetune_embed import embed_part
-
     out, done = [], 0
     for part, local in data.iter_batches(np.sort(idx), batch_size):
         _check_cancel(cancel)
-        out.append(embed_part(encoder, part, local))
+        out.append(_embed_part(encoder, part, local))
         done += len(local)
         if log is not None:
             log("embed", done=done, total=len(idx))
@@ -104,11 +108,27 @@ def embed(
     return x[order]
 
 
+def _embed_part(encoder, part, local: np.ndarray) -> np.ndarray:
+    """``(len(local), D)`` float32 embeddings of tiles ``local`` of one tile source.
+
+    Slide tiles go through the process-wide :class:`~napari_mrplip.embed.SlideEmbedder`,
+    so regions the heatmap, review or an earlier probe embedded cost no encoder call.
+    """
+    from napari_mrplip.embed.pool import embedder_for
+
+    if isinstance(part, ImageTiles):
+        return np.asarray(encoder.encode_tiles(part.read(local)), np.float32)
+    if not isinstance(part, SlideTiles):
+        raise TypeError(f"unknown tile source {type(part).__name__}")
+    scale = float(part.mpp) if part.mpp is not None else 0
+    return embedder_for(encoder).embed_boxes(part.slide, scale, part.boxes[np.asarray(local)])
+
+
 def zero_shot_embeddings(encoder, class_names: list[str]) -> np.ndarray:
     """``(C, D)`` prompt-ensemble embeddings of the class names (the zero-shot baseline)."""
-    from napari_mrplip.heatmap.prompts import PromptEmbedder
+    from napari_mrplip.models.zeroshot import prompt_ensemble
 
-    return np.asarray(PromptEmbedder(encoder).embed(list(class_names)), np.float32)
+    return prompt_ensemble(encoder, list(class_names))
 
 
 def _align_val(train: LabelledTiles, val: LabelledTiles) -> tuple[LabelledTiles, np.ndarray]:

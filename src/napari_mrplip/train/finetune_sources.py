@@ -191,7 +191,7 @@ def tiles_from_folder(root: str | Path, max_tiles: int = MAX_FOLDER_TILES) -> La
 
 def tiles_from_geojson(path: str | Path, slide, **kwargs) -> LabelledTiles:
     """Tiles inside the classified polygons of a QuPath GeoJSON (level-0 pixel coordinates)."""
-    from napari_mrplip.review.geojson import read_annotations
+    from napari_mrplip.annotations.geojson import read_annotations
 
     regions = []
     for ann in read_annotations(path):

@@ -202,10 +202,9 @@ class FinetunedEncoder:
 
     def classify(self, tiles: np.ndarray) -> np.ndarray:
         """``(B, C)`` class probabilities of ``(B, H, W, 3)`` uint8 tiles."""
-        logits = self.logit_scale * self.encode_tiles(tiles) @ self.class_embeddings.T
-        logits = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
+        from napari_mrplip.models.zeroshot import classify
+
+        return classify(self.encode_tiles(tiles), self.class_embeddings, self.logit_scale)
 
 
 def _load_vision(base, path: Path) -> bool:

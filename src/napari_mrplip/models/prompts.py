@@ -1,5 +1,8 @@
 """Prompt ensembles (templates x synonyms) with an embedding cache keyed by string.
 
+The text side of zero-shot scoring (the scoring side is :mod:`.zeroshot`); heatmaps, review,
+fine-tuning initialisation and evaluation all embed prompts here. torch-free.
+
 A prompt entry may hold synonyms separated by ``|`` ("tumour|carcinoma"). Each synonym is
 put into every template, every text is embedded and L2-normalised, all are averaged and the
 mean is renormalised: one vector per entry (CONCH / MI-Zero practice).
@@ -18,7 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Templates wrapped around each synonym (a subset of CONCH's, short enough for 77 tokens).
+#: The one template list, wrapped around each synonym. Where it comes from: CONCH's zero-shot
+#: recipe (Lu et al., Nature Medicine 2024) averages a class name over about 20 photomicrograph /
+#: histopathology phrasings (MI-Zero practice). We keep six in our own wording: the bare name,
+#: the two most generic image phrasings, the two histopathology ones and "{} tissue". Why these:
+#: each adds at most 6 tokens, so a 10-word prompt still fits a 77-token CLIP context; six keep
+#: a new prompt to one small text batch (the heatmap re-scores as the user types); and the
+#: figures in docs/heatmaps.md and docs/review.md are measured with exactly this list.
 TEMPLATES: tuple[str, ...] = (
     "{}.",
     "a photomicrograph showing {}.",
@@ -29,6 +38,10 @@ TEMPLATES: tuple[str, ...] = (
 )
 
 _TOKEN_RE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]")
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class PromptError(ValueError):
@@ -78,18 +91,28 @@ class PromptEmbedder:
 
     def embed(self, entries: Sequence[str]) -> np.ndarray:
         """``(P, D)`` float32, one L2-normalised ensemble vector per entry."""
-        texts_per = [self.texts_for(e) for e in entries]
-        self._warn_long(entries, texts_per)
+        return self.embed_synonyms([split_synonyms(e) for e in entries], names=entries)
+
+    def embed_synonyms(
+        self, synonyms: Sequence[Sequence[str]], names: Sequence[str] | None = None
+    ) -> np.ndarray:
+        """``(P, D)`` float32 ensemble vectors, one per list of synonyms (templates x synonyms).
+
+        ``names`` (default: the synonyms joined by ``|``) only name entries in warnings.
+        """
+        if not synonyms or any(not s for s in synonyms):
+            raise PromptError("give at least one class, each with at least one name")
+        texts_per = [[t.format(s) for s in syn for t in self.templates] for syn in synonyms]
+        names = list(names) if names is not None else ["|".join(s) for s in synonyms]
+        self._warn_long(names, texts_per)
         with self._lock:
             missing = list(dict.fromkeys(t for ts in texts_per for t in ts if t not in self._text))
             if missing:
                 emb = np.asarray(self.encoder.encode_text(missing), np.float32)
                 self.text_encode_calls += 1
                 self._text.update(zip(missing, emb))
-            vecs = [np.mean([self._text[t] for t in ts], axis=0) for ts in texts_per]
-        out = np.stack(vecs).astype(np.float32)
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+            vecs = [np.mean([_l2(self._text[t]) for t in ts], axis=0) for ts in texts_per]
+        return _l2(np.stack(vecs).astype(np.float32))
 
     def _warn_long(self, entries, texts_per) -> None:
         limit = int(getattr(self.encoder, "context_length", 77) or 77)

@@ -21,7 +21,7 @@ from shapely.validation import explain_validity, make_valid
 
 from napari_mrplip.outputs import atomic_output
 
-from .annotations import REVIEW_KEY, Annotation, Review
+from .model import REVIEW_KEY, Annotation, Review
 
 #: Largest GeoJSON file read (bytes): Python's json needs about 9x this in memory for coordinates.
 MAX_GEOJSON_BYTES = 128 * 1024**2

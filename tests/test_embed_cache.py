@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from heatmap_tiny_encoder import TinyClipEncoder
-from napari_mrplip.heatmap.cache import BLOCK, EmbeddingCache, GridKey
+from napari_mrplip.embed.cache import BLOCK, EmbeddingCache, GridKey
 from napari_mrplip.heatmap.engine import HeatmapEngine
 from test_heatmap_engine import request, tissue_slide
 

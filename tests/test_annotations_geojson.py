@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from napari_mrplip.review.annotations import REVIEW_KEY, set_label
-from napari_mrplip.review.geojson import (
+from napari_mrplip.annotations.geojson import (
     GeoJSONError,
     GeoJSONWarning,
     read_annotations,
     read_document,
     write_annotations,
 )
+from napari_mrplip.annotations.model import REVIEW_KEY, set_label
 from napari_mrplip.review.state import ReviewState, ReviewStateError, sidecar_path
 
 DATA = Path(__file__).parent / "data" / "qupath_export.geojson"

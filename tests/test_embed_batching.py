@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_mrplip.heatmap.batching import (
+from napari_mrplip.embed.batching import (
     AdaptiveBatcher,
     DeviceUnavailableError,
     default_batch_size,

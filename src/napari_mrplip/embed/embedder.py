@@ -1,0 +1,209 @@
+"""Tile embeddings of a slide through one cache: lattice tiles and arbitrary level-0 boxes.
+
+:class:`SlideEmbedder` is what heatmaps, annotation review and fine-tuning embed through.
+Sharing one (see :mod:`.pool`) means tiles one of them embedded cost the others nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_mrplip.io.slide import Slide
+from napari_mrplip.tiling.grid import TileGrid
+
+from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
+from .cache import EmbeddingCache, GridKey, slide_id
+from .reader import TileReader, resize_tile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatticeBatch:
+    """One batch of lattice tiles, embedded and stored in the cache.
+
+    Attributes
+    ----------
+    index : np.ndarray
+        ``(B,)`` positions of these tiles in the caller's ``rows`` / ``cols``.
+    ok : np.ndarray
+        ``(B,)`` bool, False where the tile failed to decode (no embedding).
+    emb : np.ndarray
+        ``(ok.sum(), D)`` float32 embeddings of the tiles that decoded.
+    errors : list of str
+        One message per failed tile.
+    """
+
+    index: np.ndarray
+    ok: np.ndarray
+    emb: np.ndarray
+    errors: list[str] = field(default_factory=list)
+
+
+class SlideEmbedder:
+    """Embeds a slide's tiles with one encoder, through one :class:`EmbeddingCache`.
+
+    Parameters
+    ----------
+    encoder : EncoderBackend
+    cache : EmbeddingCache, optional
+        Shared cache (a private in-memory one by default).
+    batch_size : int, optional
+        Tiles per model call (device default: 256 on CUDA, 32 on CPU); halved on OOM.
+    workers : int
+        Tile-decoding threads.
+    """
+
+    def __init__(self, encoder, cache: EmbeddingCache | None = None, batch_size=None, workers=2):
+        self.encoder = encoder
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.device = str(getattr(encoder, "device", "cpu"))
+        self.batcher = AdaptiveBatcher(encoder, batch_size or default_batch_size(self.device))
+        self.workers = max(1, int(workers))
+        self.tiles_encoded = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def batch_size(self) -> int:
+        return self.batcher.batch_size
+
+    def _encode(self, tiles: np.ndarray) -> np.ndarray:
+        emb = self.batcher.encode(tiles)
+        with self._count_lock:
+            self.tiles_encoded += len(emb)
+        return emb
+
+    # -- lattices -----------------------------------------------------------------------
+    def grid_key(self, slide: Slide, grid: TileGrid) -> GridKey:
+        """The cache key of ``grid`` on ``slide`` under this encoder."""
+        return GridKey(
+            slide_id(slide),
+            str(self.encoder.model_id),
+            grid.key,
+            grid.shape,
+            int(self.encoder.embed_dim),
+        )
+
+    def lattice_batches(
+        self,
+        slide: Slide,
+        grid: TileGrid,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        first: int = 0,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[LatticeBatch]:
+        """Encode lattice tiles ``(rows, cols)`` batch by batch, storing each in the cache.
+
+        Tiles decode on threads ahead of the model. ``first`` (if > 0) makes the first batch
+        small, for a quick first partial result. Stops when ``cancel`` is set.
+        """
+        if len(rows) == 0:
+            return
+        key = self.grid_key(slide, grid)
+        xs, ys = grid.read_origins(rows, cols)  # edge tiles read inside the slide
+        reader = TileReader(slide, self.workers, prefetch=2, alloc=tile_allocator(self.device))
+        with contextlib.closing(reader.batches(grid, xs, ys, self.batch_size, first)) as batches:
+            for batch in batches:
+                if cancel is not None and cancel.is_set():
+                    return
+                if batch.errors:
+                    log.warning(
+                        "%s: %d tile(s) failed to decode and are left empty: %s",
+                        slide.name,
+                        len(batch.errors),
+                        batch.errors[0],
+                    )
+                emb = np.zeros((0, int(self.encoder.embed_dim)), np.float32)
+                if batch.ok.any():
+                    tiles = batch.tiles if batch.ok.all() else batch.tiles[batch.ok]
+                    emb = self._encode(tiles)  # pinned buffer kept when all decoded
+                    idx = batch.index[batch.ok]
+                    self.cache.put(key, rows[idx], cols[idx], emb)
+                yield LatticeBatch(batch.index, batch.ok, emb, batch.errors)
+
+    # -- arbitrary boxes ----------------------------------------------------------------
+    def embed_boxes(
+        self,
+        slide: Slide,
+        level_or_mpp: int | float,
+        boxes: Sequence[Sequence[float]],
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Embeddings of level-0 boxes, each read at a level or µm/px and resized.
+
+        Parameters
+        ----------
+        level_or_mpp : int or float
+            An ``int`` is a pyramid level; a ``float`` is µm/px (needs ``slide.mpp``).
+        boxes : sequence of (x0, y0, x1, y1)
+            Level-0 px, ``(N, 4)``.
+        progress : callable, optional
+            ``progress(n)`` after each batch, with the boxes finished in it.
+
+        Returns
+        -------
+        np.ndarray
+            ``(N, D)`` float32, L2-normalised; cached per (slide, model, scale, box).
+        """
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        level, tag = self._box_level(slide, level_or_mpp)
+        sid, mid = slide_id(slide), str(self.encoder.model_id)
+        keys = [(sid, mid, tag, tuple(int(round(v)) for v in b)) for b in boxes]
+        out = np.zeros((len(keys), int(self.encoder.embed_dim)), np.float32)
+        missing = []
+        for i, k in enumerate(keys):
+            e = self.cache.get_box(k)
+            if e is None:
+                missing.append(i)
+            else:
+                out[i] = e
+        if progress and len(keys) > len(missing):
+            progress(len(keys) - len(missing))
+        if not missing:
+            return out
+        read = lambda i: self._read_box(slide, level, keys[i][3])  # noqa: E731
+        with ThreadPoolExecutor(self.workers) as pool:
+            for s in range(0, len(missing), self.batch_size):
+                part = missing[s : s + self.batch_size]
+                emb = self._encode(np.stack(list(pool.map(read, part))))
+                for i, e in zip(part, emb):
+                    out[i] = e
+                    self.cache.put_box(keys[i], e)
+                if progress:
+                    progress(len(part))
+        return out
+
+    def _box_level(self, slide: Slide, level_or_mpp) -> tuple[int, str]:
+        if isinstance(level_or_mpp, (int, np.integer)) and not isinstance(level_or_mpp, bool):
+            if not 0 <= level_or_mpp < len(slide.levels):
+                raise ValueError(f"{slide.path}: level {level_or_mpp} does not exist")
+            return int(level_or_mpp), f"lvl{int(level_or_mpp)}"
+        from napari_mrplip.io.errors import MissingMppError
+
+        if slide.mpp is None:
+            raise MissingMppError(
+                f"{slide.path}: no µm/px in the metadata; pass a level instead, or open the "
+                "slide with mpp=... (CLI: --slide-mpp)"
+            )
+        ds = float(level_or_mpp) / slide.mpp
+        return slide.best_level_for_downsample(ds), f"mpp{float(level_or_mpp):.4f}"
+
+    def _read_box(self, slide: Slide, level: int, box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        ds = slide.downsamples[level]
+        w, h = max(1, round((x1 - x0) / ds)), max(1, round((y1 - y0) / ds))
+        tile = slide.read_region(x0, y0, w, h, level)
+        if w != h:
+            from PIL import Image
+
+            side = int(self.encoder.input_size)
+            return np.asarray(Image.fromarray(tile).resize((side, side), Image.BILINEAR))
+        return resize_tile(tile, int(self.encoder.input_size))

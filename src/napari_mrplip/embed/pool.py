@@ -1,0 +1,45 @@
+"""Process-wide sharing: one embedding cache, one :class:`SlideEmbedder` per (model, device).
+
+Every panel and command in one process that embeds tiles with the same model goes through
+the same embedder, so tiles one of them embedded cost the others no encoder call.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .cache import EmbeddingCache
+
+#: Tiles held in memory by the shared cache (about 400 MB at D = 512).
+SHARED_CACHE_TILES = 200_000
+
+_LOCK = threading.Lock()
+_CACHE: EmbeddingCache | None = None
+_EMBEDDERS: dict[tuple[str, str], object] = {}
+
+
+def shared_cache() -> EmbeddingCache:
+    """The process-wide in-memory :class:`EmbeddingCache`."""
+    global _CACHE
+    with _LOCK:
+        if _CACHE is None:
+            _CACHE = EmbeddingCache(max_items=SHARED_CACHE_TILES)
+        return _CACHE
+
+
+def embedder_for(encoder):
+    """The process-wide :class:`~.embedder.SlideEmbedder` for ``encoder`` (shared cache).
+
+    Keyed by (``model_id``, ``device``); a different encoder object under the same key
+    replaces the previous embedder (the cache, keyed by model id, carries over).
+    """
+    from .embedder import SlideEmbedder
+
+    cache = shared_cache()
+    key = (str(encoder.model_id), str(getattr(encoder, "device", "cpu")))
+    with _LOCK:
+        emb = _EMBEDDERS.get(key)
+        if emb is None or emb.encoder is not encoder:
+            emb = SlideEmbedder(encoder, cache=cache)
+            _EMBEDDERS[key] = emb
+        return emb
