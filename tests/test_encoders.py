@@ -265,8 +265,11 @@ def test_unknown_and_broken_specs(tmp_path):
             raise ModelLoadError("no MR-PLIP checkpoint (demo present; nothing to check)")
     spec, _ = _open_clip_dir(tmp_path)
     path = Path(spec.split(":", 1)[1])
-    (path / "open_clip_model.safetensors").write_bytes(b"garbage")
+    (path / "open_clip_model.safetensors").write_bytes(b"garbage" * 600_000)
     with pytest.raises(ModelLoadError, match="cannot read weights"):
+        get_encoder(spec)
+    (path / "open_clip_model.safetensors").write_bytes(b"garbage")  # smaller than the config
+    with pytest.raises(ModelLoadError, match="do not belong together"):
         get_encoder(spec)
     (path / "open_clip_model.safetensors").unlink()
     with pytest.raises(ModelLoadError, match="no weights"):

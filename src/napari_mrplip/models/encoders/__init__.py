@@ -13,7 +13,18 @@ from napari_mrplip.models.errors import ModelLoadError
 
 #: Backend modules in detection order (most specific first). open_clip directories come
 #: before transformers CLIP folders: a snapshot holding both formats is open_clip's.
-BACKENDS = ("finetuned", "mrplip", "conch", "open_clip_dir", "plip", "hf_hub")
+BACKENDS = (
+    "finetuned",
+    "mrplip",
+    "open_clip_arch",
+    "conch",
+    "keep",
+    "open_clip_dir",
+    "plip",
+    "timm_vision",
+    "musk",
+    "hf_hub",
+)
 
 
 def _backend(name: str):

@@ -47,6 +47,14 @@ def cached_repo(repo: str) -> Path:
     return matches[0] if matches else root / name
 
 
+def find_snapshot(repo: str) -> Path | None:
+    """The cached snapshot of ``repo`` (``org/name``), or None when it is not cached."""
+    try:
+        return resolve("hf-hub:" + repo)
+    except ModelLoadError:
+        return None
+
+
 def resolve(spec: str) -> Path:
     """The cached snapshot directory of ``hf-hub:org/name[@revision]``."""
     repo = spec.split(":", 1)[1].strip("/")
