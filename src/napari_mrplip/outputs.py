@@ -183,7 +183,10 @@ def atomic_output(
 def write_bytes(path: str | Path, data: bytes, **policy) -> Path:
     """Write ``data`` to ``path`` atomically under the policy (see :func:`atomic_output`)."""
     with atomic_output(path, **policy) as tmp:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
     return Path(path)
 
 

@@ -136,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     failed = [s for s in summaries if "error" in s]
     for s in summaries:
         if "error" in s:
-            print(f"mrplip heatmap: {s['slide']}: {s['error']}", file=sys.stderr)
+            err = s["error"] if s["error"].startswith(s["slide"]) else f"{s['slide']}: {s['error']}"
+            print(f"mrplip heatmap: {err}", file=sys.stderr)
         else:
             print(json.dumps(s, default=str))
             print(f"wrote heatmap: {s['out']}" + (f" and {s['geojson']}" if "geojson" in s else ""),

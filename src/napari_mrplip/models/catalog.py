@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from napari_mrplip.outputs import write_text
 
 #: Name of the embedded default model shipped inside the package.
 DEMO_MODEL = "mrplip-demo"
@@ -77,9 +78,6 @@ def register_model(spec: str | Path, name: str | None = None, kind: str = "mrpli
     entry = ModelEntry(name or Path(spec).name, spec, kind)
     others = [e for e in list_models()[1:] if e.spec != spec]
     path = _catalog_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump([asdict(e) for e in [*others, entry]], f, indent=2)
-    os.replace(tmp, path)
+    text = json.dumps([asdict(e) for e in [*others, entry]], indent=2)
+    write_text(path, text, overwrite=True)  # temp + rename, the user's umask
     return entry

@@ -12,8 +12,6 @@ Nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,6 +21,8 @@ from napari_mrplip.models.config import MRPLIPConfig
 from napari_mrplip.models.errors import ConfigError, ModelLoadError
 from napari_mrplip.models.mrplip import MRPLIP
 from napari_mrplip.models.tokenizer import MASK_TOKEN_ID, PAD_ID
+from napari_mrplip.models.weights_check import check_fits, expected_shapes
+from napari_mrplip.outputs import write_bytes
 
 CONFIG_FILE = "mrplip_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -34,16 +34,8 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Temp name + rename with the user's umask (``napari_mrplip.outputs``)."""
+    write_bytes(path, data, overwrite=True)
 
 
 def tokenizer_info(cfg: MRPLIPConfig) -> dict:
@@ -119,6 +111,8 @@ def load_model(path_or_name: str | Path, device: str = "cpu") -> MRPLIP:
         raise ModelLoadError(f"no MR-PLIP checkpoint at {root}: {hint}")
     cfg = _read_config(root / CONFIG_FILE)
     _check_tokenizer(root / TOKENIZER_FILE, cfg)
+    if (root / WEIGHTS_FILE).is_file():  # shapes from the header, before building anything
+        check_fits(root / WEIGHTS_FILE, expected_shapes(lambda: MRPLIP(cfg)), str(root / CONFIG_FILE))
     state = _read_weights(root / WEIGHTS_FILE)
     model = MRPLIP(cfg)
     try:

@@ -20,6 +20,13 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: Largest value of an integer architecture field (widths, layers, sizes); a config past it
+#: is refused before anything is built. ``vocab_size`` may reach ``MAX_VOCAB``.
+MAX_INT_FIELD = 16384
+MAX_VOCAB = 1_000_000
+#: Integer fields that may be 0 (a switch rather than a size).
+_ZERO_OK = {"token_embed_dim", "visual_tokens"}
+
 #: Loss names, in the order they are reported.
 LOSS_NAMES = ("itc", "cvta", "mrtva", "itm", "mlm")
 
@@ -118,12 +125,14 @@ class MRPLIPConfig:
             "mrtva": MRTVAConfig,
         }
         kwargs = _checked_kwargs(cls, raw, "config")
-        for key, sub_cls in sub.items():
-            if key in kwargs:
-                kwargs[key] = sub_cls(**_checked_kwargs(sub_cls, kwargs[key], key))
         try:
+            for key, sub_cls in sub.items():
+                if key in kwargs:
+                    kwargs[key] = sub_cls(**_checked_kwargs(sub_cls, kwargs[key], key))
             return cls(**kwargs)
-        except TypeError as e:
+        except (TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, ConfigError):
+                raise
             raise ConfigError(f"invalid MR-PLIP config: {e}") from e
 
     @property
@@ -144,7 +153,32 @@ def _checked_kwargs(cls, raw: Any, where: str) -> dict[str, Any]:
     return dict(raw)
 
 
+def _check_numbers(obj, where: str) -> None:
+    """Every int field is an int in its range, every float a finite number."""
+    import math
+
+    for f in fields(obj):
+        value, name = getattr(obj, f.name), f"{where}{f.name}"
+        if f.type == "int":
+            top = MAX_VOCAB if f.name == "vocab_size" else MAX_INT_FIELD
+            low = 0 if f.name in _ZERO_OK else 1
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= top:
+                raise ConfigError(f"{name} must be a whole number in [{low}, {top}], got {value!r}")
+        elif f.type == "float":
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite, got {value!r}")
+        elif f.type == "str" and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+
+
 def _validate(cfg: MRPLIPConfig) -> None:
+    _check_numbers(cfg, "")
+    for sub in ("vision", "text", "fusion", "mrtva"):
+        _check_numbers(getattr(cfg, sub), f"{sub}.")
+    if not isinstance(cfg.loss_weights, dict):
+        raise ConfigError(f"loss_weights must be an object, got {cfg.loss_weights!r}")
     unknown = sorted(set(cfg.loss_weights) - set(LOSS_NAMES))
     if unknown:
         raise ConfigError(f"unknown loss weight(s) {unknown}; known: {list(LOSS_NAMES)}")

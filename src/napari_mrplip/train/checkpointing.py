@@ -12,7 +12,9 @@ so a directory with the final name is always complete):
 
 from __future__ import annotations
 
+import errno
 import json
+import pickle
 import random
 import re
 import shutil
@@ -22,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as st_load_model
 from safetensors.torch import save_model as st_save_model
+
+from napari_mrplip.outputs import DiskFullError
 
 from .distributed import DistInfo, barrier
 
@@ -87,6 +92,35 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier(info)
+    try:
+        _write_checkpoint(tmp, final, step, model, state, data, info)
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial folder filling the disk
+        if _disk_full(e, root):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"{root}: the disk is full; the checkpoint of step {step} was not written "
+                f"(earlier checkpoints are intact). Free space and --resume ({e})",
+            ) from e
+        raise
+    barrier(info)
+    return final
+
+
+def _disk_full(e: BaseException, root: Path) -> bool:
+    """ENOSPC, torch's "unexpected pos" stream error on a full disk, or < 1 MB left."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e).lower()
+    if "no space left" in text or "unexpected pos" in text:
+        return True
+    try:
+        return shutil.disk_usage(root).free < 1024**2
+    except OSError:
+        return False
+
+
+def _write_checkpoint(tmp, final, step, model, state, data, info) -> None:
     torch.save(rng_state(), tmp / f"rng_rank{info.rank}.pt")
     barrier(info)
     if info.is_main:
@@ -105,8 +139,6 @@ def save_checkpoint(
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-    barrier(info)
-    return final
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -144,7 +176,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, state: TrainState, info:
         state.optimizer.load_state_dict(payload["optimizer"])
         state.scheduler.load_state_dict(payload["scheduler"])
         state.scaler.load_state_dict(payload["scaler"])
-    except (RuntimeError, KeyError, ValueError) as e:
+    except (RuntimeError, KeyError, ValueError, TypeError, OSError, EOFError,
+            pickle.UnpicklingError, SafetensorError) as e:  # fmt: skip
         raise CheckpointError(
             f"{path}: cannot restore training state ({e}); was it written by a run with "
             "another model config or precision? Start a fresh --out directory instead."

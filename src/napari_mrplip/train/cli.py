@@ -99,7 +99,15 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     saved = args.out / "pretrain_config.json"
     base: dict = {}
     if args.resume and saved.is_file():
-        base = json.loads(saved.read_text())
+        try:
+            base = json.loads(saved.read_text())
+        except (OSError, ValueError) as e:
+            raise PretrainConfigError(
+                f"{saved}: cannot read the run's saved options ({e}); the file is truncated or "
+                "corrupt. Restore it, or delete it and pass the run's options again with --resume"
+            ) from e
+        if not isinstance(base, dict):
+            raise PretrainConfigError(f"{saved}: not a pretrain config (expected a JSON object)")
     given = {f: getattr(args, a) for a, f in _FIELDS.items() if getattr(args, a) is not None}
     base.update(given)
     base.update(out=args.out, resume=args.resume)
@@ -120,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_mrplip.data.feature_store import FeatureStoreError
     from napari_mrplip.io.errors import SlideOpenError, TileReadError
     from napari_mrplip.models.errors import ConfigError, ModelLoadError
+    from napari_mrplip.outputs import DiskFullError
 
     from .checkpointing import CheckpointError
     from .pretrain import pretrain
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         final = pretrain(cfg)
     except (
+        DiskFullError,
         PretrainConfigError,
         SlideOpenError,
         TileReadError,

@@ -141,10 +141,19 @@ class PretrainConfig:
     def from_json(cls, data: dict) -> PretrainConfig:
         """Inverse of ``to_json``; unknown keys are an error."""
         known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise PretrainConfigError(f"a pretrain config must be a JSON object, got {data!r:.80}")
         unknown = sorted(set(data) - known)
         if unknown:
             raise PretrainConfigError(f"unknown pretrain config keys: {unknown}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, PretrainConfigError):
+                raise
+            raise PretrainConfigError(f"invalid pretrain config value: {e}") from e
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2))
+        from napari_mrplip.outputs import write_text
+
+        write_text(path, json.dumps(self.to_json(), indent=2), overwrite=True)

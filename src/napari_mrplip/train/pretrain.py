@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpointing import TrainState, list_checkpoints, load_checkpoint
+from .checkpointing import CheckpointError, TrainState, list_checkpoints, load_checkpoint
 from .config import PretrainConfig, PretrainConfigError
 from .data_setup import build_loader, prepare_manifest
 from .distributed import DistInfo, barrier, cleanup, init_distributed
@@ -71,8 +71,54 @@ def _prepare_out(cfg: PretrainConfig, info: DistInfo) -> list[Path]:
         )
     if info.is_main:
         cfg.out.mkdir(parents=True, exist_ok=True)
-        cfg.save(cfg.out / "pretrain_config.json")
+        if not cfg.resume:  # on resume, only once a checkpoint has been restored
+            cfg.save(cfg.out / "pretrain_config.json")
     return ckpts
+
+
+def _intact(ckpts: list[Path], model_cfg) -> list[Path]:
+    """Checkpoints (newest first) whose files exist and whose weights fit ``model_cfg``,
+    judged from the safetensors header before any module is built."""
+    from napari_mrplip.models.errors import ModelLoadError
+    from napari_mrplip.models.mrplip import build_model
+    from napari_mrplip.models.weights_check import check_fits, expected_shapes
+
+    shapes = expected_shapes(lambda: build_model(model_cfg))
+    good, reasons = [], []
+    for ck in reversed(ckpts):
+        try:
+            if not (ck / "state.pt").is_file():
+                raise ModelLoadError(f"{ck}: incomplete (no state.pt)")
+            check_fits(ck / "model.safetensors", shapes, f"config {model_cfg.name!r}", names=False)
+            good.append(ck)
+        except ModelLoadError as e:
+            reasons.append(str(e))
+    if not good:
+        raise CheckpointError(
+            f"--resume: no checkpoint in {ckpts[-1].parent} fits this run: {reasons[0]}. "
+            "Nothing was changed; resume with the run's own options (plain --resume)"
+        )
+    return good
+
+
+def _restore(candidates: list[Path], model, state, info: DistInfo) -> dict:
+    """Load the newest checkpoint that loads; say so when falling back to an older one."""
+    import sys
+
+    first_error = None
+    for ck in candidates:
+        try:
+            payload = load_checkpoint(ck, model, state, info)
+        except CheckpointError as e:
+            first_error = first_error or e
+            if info.is_main:
+                print(f"mrplip pretrain: warning: {e}; trying an older checkpoint", file=sys.stderr)
+            continue
+        if ck != candidates[0] or first_error is not None:
+            print(f"mrplip pretrain: resuming from {ck.name}, the newest intact checkpoint",
+                  file=sys.stderr)  # fmt: skip
+        return payload
+    raise first_error
 
 
 def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
@@ -82,6 +128,14 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
     ckpts = _prepare_out(cfg, info)
     cfg.micro_batch(info.world_size)  # the global batch must split over ranks x accumulation
     model_cfg = load_config(cfg.model_config)
+    if cfg.resume:  # refuse a mismatched --config before anything is built or written
+        newest = ckpts[-1]
+        ckpts = _intact(ckpts, model_cfg)
+        if ckpts[0] != newest:
+            import sys
+
+            print(f"mrplip pretrain: warning: {newest.name} is damaged or incomplete; "
+                  f"falling back to {ckpts[0].name}", file=sys.stderr)  # fmt: skip
     manifest = prepare_manifest(cfg, model_cfg, info)
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(model_cfg).to(info.device)
@@ -97,8 +151,10 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
     )
     start_step, saved_data = 0, None
     if cfg.resume:
-        payload = load_checkpoint(ckpts[-1], model, state, info)
+        payload = _restore(ckpts, model, state, info)
         start_step, saved_data = int(payload["step"]), payload.get("data")
+        if info.is_main:
+            cfg.save(cfg.out / "pretrain_config.json")
     loader, sampler = build_loader(cfg, model_cfg, manifest, info, start_step)
     if saved_data and saved_data.get("num_samples") != sampler.num_samples:
         raise PretrainConfigError(

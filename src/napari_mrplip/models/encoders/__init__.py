@@ -27,6 +27,19 @@ BACKENDS = (
 )
 
 
+def _loader_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+    import zipfile
+
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, KeyError, IndexError, TypeError, EOFError,
+            AttributeError, pickle.UnpicklingError, zipfile.BadZipFile, SafetensorError)  # fmt: skip
+
+
+_LOADER_ERRORS = _loader_errors()
+
+
 def _backend(name: str):
     return importlib.import_module(f"napari_mrplip.models.encoders.{name}")
 
@@ -57,7 +70,17 @@ def get_encoder(spec: str, device: str | None = None, precision: str = "auto"):
     for name in BACKENDS:
         backend = _backend(name)
         if backend.detect(spec):
-            return backend.load(spec, device=device, precision=precision)
+            try:
+                return backend.load(spec, device=device, precision=precision)
+            except _LOADER_ERRORS as e:  # a damaged file a third-party loader chokes on
+                if isinstance(e, ModelLoadError):
+                    raise
+                raise ModelLoadError(
+                    f"cannot load the {name} model in {spec}: {type(e).__name__}: "
+                    f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}. "
+                    "A file in that folder is damaged, unsafe (a pickle with code) or of "
+                    "another version; download or export it again"
+                ) from e
     raise ModelLoadError(
         f"cannot load a model from {spec!r}: expected 'mrplip-demo', an MR-PLIP checkpoint "
         "directory (mrplip_config.json + model.safetensors), an open_clip directory "

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +70,11 @@ def read_meta(path: str | Path) -> dict:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``write(tmp_path)`` then rename, with the user's umask (``napari_mrplip.outputs``)."""
+    from napari_mrplip.outputs import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        write(str(tmp))
 
 
 def save_finetuned(
