@@ -37,6 +37,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "napari_mrplip.review.cli",
         "score annotations in a QuPath GeoJSON, most suspicious first",
     ),
+    "eval": (
+        "napari_mrplip.evaluation.cli",
+        "measure models: zero-shot accuracy on labelled tiles, image-text retrieval",
+    ),
 }
 
 

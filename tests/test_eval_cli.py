@@ -1,0 +1,246 @@
+"""``mrplip eval zeroshot|retrieval`` end to end on small tile folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_mrplip.cli import main
+from napari_mrplip.models import zeroshot as zs
+
+COLOURS = {  # H&E-like colours per class
+    "background": (245, 245, 245),
+    "dense_nuclei": (70, 40, 120),
+    "stroma": (230, 140, 180),
+}
+
+
+def _tile_folder(root: Path, n=4, px=64) -> Path:
+    rng = np.random.default_rng(0)
+    for cls, rgb in COLOURS.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            noise = rng.integers(-20, 21, (px, px, 3))
+            tile = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(tile).save(root / cls / f"t{i}.png")
+    return root
+
+
+def _open_clip_dir(root: Path) -> Path:
+    import torch
+    from open_clip.model import CLIP
+
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "patch_size": 8,
+            "width": 32,
+            "layers": 1,
+            "head_width": 16,
+        },
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    torch.manual_seed(0)
+    model = CLIP(**cfg)
+    root.mkdir()
+    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.save(model.state_dict(), root / "open_clip_pytorch_model.bin")
+    return root
+
+
+def test_zeroshot_two_models_side_by_side(tmp_path):
+    data = _tile_folder(tmp_path / "tiles")
+    other = _open_clip_dir(tmp_path / "random_clip")
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "eval",
+            "zeroshot",
+            "--data",
+            str(data),
+            "--model",
+            "mrplip-demo",
+            "--model",
+            str(other),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())["models"]
+    assert list(summary) == ["mrplip-demo", str(other)]
+    for name, r in summary.items():
+        cm = np.array(r["confusion_matrix"])
+        assert cm.shape == (3, 3) and cm.sum() == 12 and (cm.sum(1) == 4).all()
+        assert r["classes"] == list(COLOURS)
+        assert 0 <= r["balanced_accuracy"] <= 1 and 0 <= r["weighted_f1"] <= 1
+    assert (out / "mrplip-demo_confusion.png").stat().st_size > 1000
+    assert (out / "comparison.png").is_file()
+    assert "| `mrplip-demo` | 12 |" in (out / "summary.md").read_text()
+    # the same predictions as the shared scorer applied by hand
+    from napari_mrplip.models.encoders import get_encoder
+
+    enc = get_encoder("mrplip-demo", device="cpu")
+    tiles = np.stack(
+        [
+            np.asarray(Image.open(p).convert("RGB").resize((enc.input_size,) * 2, Image.BILINEAR))
+            for c in COLOURS
+            for p in sorted((data / c).iterdir())
+        ]
+    )
+    classes = zs.prompt_ensemble(enc, [[c.replace("_", " ")] for c in COLOURS])
+    pred = zs.classify(enc.encode_tiles(tiles), classes, enc.logit_scale).argmax(1)
+    truth = np.repeat(np.arange(3), 4)
+    hand = np.zeros((3, 3), int)
+    np.add.at(hand, (truth, pred), 1)
+    assert (hand == np.array(summary["mrplip-demo"]["confusion_matrix"])).all()
+    # outputs are never overwritten silently
+    rc = main(
+        ["eval", "zeroshot", "--data", str(data), "--model", "mrplip-demo", "--out", str(out)]
+    )
+    assert rc == 2
+
+
+def test_zeroshot_with_a_conch_prompt_file_and_bad_inputs(tmp_path, capsys):
+    data = _tile_folder(tmp_path / "tiles", n=2)
+    prompts = {
+        "0": {
+            "classnames": {
+                "background": ["background", "empty glass"],
+                "dense_nuclei": ["dense nuclei", "tumour cells"],
+                "stroma": ["stroma", "pink stroma"],
+                "fat": ["adipose tissue"],
+            },
+            "templates": ["CLASSNAME.", "an H&E image of CLASSNAME."],
+        }
+    }
+    (tmp_path / "p.json").write_text(json.dumps(prompts))
+    out = tmp_path / "o"
+    assert (
+        main(
+            [
+                "eval",
+                "zeroshot",
+                "--data",
+                str(data),
+                "--prompts",
+                str(tmp_path / "p.json"),
+                "--model",
+                "mrplip-demo",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    r = json.loads((out / "mrplip-demo.json").read_text())
+    assert r["classes"] == ["background", "dense_nuclei", "stroma", "fat"] and r["templates"] == 2
+    assert r["per_class_recall"]["fat"] is None  # no true tile: NaN, written as null
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "eval",
+                "zeroshot",
+                "--data",
+                str(tmp_path / "none"),
+                "--model",
+                "mrplip-demo",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
+    assert "class subfolders" in capsys.readouterr().err
+
+
+def test_vision_only_model_is_refused_with_its_reason(tmp_path, capsys):
+    import timm
+    from safetensors.torch import save_file
+
+    uni = tmp_path / "uni"
+    uni.mkdir()
+    args = {
+        "img_size": 32,
+        "patch_size": 16,
+        "embed_dim": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "num_classes": 0,
+    }
+    (uni / "config.json").write_text(
+        json.dumps({"architecture": "vit_large_patch16_224", "model_args": args})
+    )
+    save_file(
+        timm.create_model("vit_large_patch16_224", **args).state_dict(),
+        str(uni / "model.safetensors"),
+    )
+    data = _tile_folder(tmp_path / "tiles", n=1)
+    assert (
+        main(
+            [
+                "eval",
+                "zeroshot",
+                "--data",
+                str(data),
+                "--model",
+                str(uni),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "vision-only" in capsys.readouterr().err
+
+
+def test_retrieval_recall(tmp_path):
+    data = _tile_folder(tmp_path / "tiles", n=2)
+    caps = {f"{c}/t{i}.png": f"{c.replace('_', ' ')} tile {i}" for c in COLOURS for i in range(2)}
+    (data / "captions.json").write_text(json.dumps(caps))
+    out = tmp_path / "r"
+    assert (
+        main(
+            ["eval", "retrieval", "--data", str(data), "--model", "mrplip-demo", "--out", str(out)]
+        )
+        == 0
+    )
+    r = json.loads((out / "mrplip-demo.json").read_text())
+    assert r["n_images"] == 6 and r["n_captions"] == 6
+    assert r["image_to_text_R@10"] == 1.0 and r["text_to_image_R@10"] == 1.0  # k >= N
+    assert 0 <= r["image_to_text_R@1"] <= r["image_to_text_R@5"] <= 1
+    (data / "captions.json").write_text(json.dumps({"../escape.png": "x"}))
+    assert (
+        main(
+            [
+                "eval",
+                "retrieval",
+                "--data",
+                str(data),
+                "--model",
+                "mrplip-demo",
+                "--out",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 2
+    )
+
+
+def test_eval_requires_a_task():
+    with pytest.raises(SystemExit):
+        main(["eval"])
