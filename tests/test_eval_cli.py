@@ -82,7 +82,7 @@ def test_zeroshot_two_models_side_by_side(tmp_path):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())["models"]
     assert list(summary) == ["mrplip-demo", str(other)]
-    for name, r in summary.items():
+    for r in summary.values():
         cm = np.array(r["confusion_matrix"])
         assert cm.shape == (3, 3) and cm.sum() == 12 and (cm.sum(1) == 4).all()
         assert r["classes"] == list(COLOURS)
