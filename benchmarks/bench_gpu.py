@@ -249,7 +249,10 @@ def wholeslide_section(
     rows, cols = grid.shape
     rr, cc = np.mgrid[0:rows, 0:cols]
     xs, ys = grid.origins(rr.ravel(), cc.ravel())
+    order = np.lexsort((cc.ravel() // 8, rr.ravel() // 8))  # block-major, as the engine reads
+    xs, ys = xs[order], ys[order]
     n = min(decode_tiles, len(xs))
+    out["jpeg_decodes_s_by_threads"] = _decode_scaling(slide, workers)
     reader = TileReader(slide, workers=workers, prefetch=4)
     t0 = time.perf_counter()
     got = sum(len(b.index) for b in reader.batches(grid, xs[:n], ys[:n], engine.batch_size))
@@ -267,6 +270,22 @@ def wholeslide_section(
                 "projected_whole_s": round(res.total / max(res.done / el, 1e-9), 1),
                 "peak_gb": _peak_gb(device)})  # fmt: skip
     print(out, flush=True)
+    return out
+
+
+def _decode_scaling(slide, workers: int) -> dict:
+    """Stored 256 px JPEG tiles decoded per second by 1..``workers`` threads (the decode bound)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    reader, out = slide.reader, {}
+    info = reader.tiled[0]
+    jobs = [(0, r, c) for r in range(8) for c in range(8)]
+    for threads in sorted({1, 4, 8, workers}):
+        n = 250 * threads
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(lambda i: reader.decode_tile(info, *jobs[i % 64]), range(n)))
+        out[str(threads)] = round(n / (time.perf_counter() - t0), 1)
     return out
 
 
@@ -307,7 +326,7 @@ def main(argv=None) -> int:
         "wholeslide": lambda: wholeslide_section(
             device, config, args.side or (4_000 if dry else 100_000), args.batch,
             300 if dry else 40_000, workers),
-        "train": lambda: train_section(device, config, 2 if dry else 32, 2 if dry else 6,
+        "train": lambda: train_section(device, config, 2 if dry else 64, 2 if dry else 6,
                                        min(8, workers)),
     }  # fmt: skip
     report: dict = {"dry_run": dry, "config": config}

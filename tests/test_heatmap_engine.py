@@ -212,7 +212,8 @@ def test_fast_thumbnail_matches_slide_thumbnail(cmu_svs):
 
 
 class _FlakyReader:
-    """A RegionReader whose tiles in the right third fail to decode (like a corrupt JPEG)."""
+    """A RegionReader whose pixels in the right third fail to decode (like corrupt JPEG tiles):
+    any read that touches them fails, as with a real file."""
 
     def __init__(self, img):
         self.img = img
@@ -221,7 +222,7 @@ class _FlakyReader:
         from napari_mrplip.io.errors import TileReadError
 
         src = self.img if level == 0 else self.img[::2, ::2]
-        if x * (1 + level) >= 640:  # level 1 is 2x downsampled
+        if (x + w) * (1 + level) > 640:  # level 1 is 2x downsampled
             raise TileReadError(f"/tmp/flaky.svs: level 0 tile at x={x}, y={y} is corrupt")
         return src[y : y + h, x : x + w]
 

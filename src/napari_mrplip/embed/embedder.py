@@ -109,7 +109,12 @@ class SlideEmbedder:
             return
         key = self.grid_key(slide, grid)
         xs, ys = grid.read_origins(rows, cols)  # edge tiles read inside the slide
-        reader = TileReader(slide, self.workers, prefetch=2, alloc=tile_allocator(self.device))
+        reader = TileReader(
+            slide,
+            self.workers,
+            prefetch=max(2, self.workers // 4),
+            alloc=tile_allocator(self.device),
+        )
         with contextlib.closing(reader.batches(grid, xs, ys, self.batch_size, first)) as batches:
             for batch in batches:
                 if cancel is not None and cancel.is_set():

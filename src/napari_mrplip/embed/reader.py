@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_mrplip.io.errors import TileReadError
 from napari_mrplip.io.slide import Slide
+from napari_mrplip.io.windows import group_windows, level_origins, read_windows
 from napari_mrplip.tiling.grid import TileGrid
 
 
@@ -91,39 +91,54 @@ class TileReader:
         batch_size = max(1, int(batch_size))
         head = min(first, batch_size) if first > 0 else batch_size
         bounds = [0, *range(head, n, batch_size), n] if n > head else [0, n]
-        pending: deque[tuple[int, list[Future]]] = deque()
+        pending: deque[tuple[int, int, list]] = deque()
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="mrplip-tiles")
         try:
             nxt = 0
             while nxt < len(bounds) - 1 or pending:
                 while nxt < len(bounds) - 1 and len(pending) < self.prefetch:
                     s, e = bounds[nxt], bounds[nxt + 1]
-                    futs = [
-                        pool.submit(read_tile, self.slide, grid, xs[i], ys[i]) for i in range(s, e)
-                    ]
-                    pending.append((s, futs))
+                    pending.append((s, e, self._submit(pool, grid, xs[s:e], ys[s:e])))
                     nxt += 1
-                s, futs = pending.popleft()
-                yield self._collect(grid, s, futs)
+                s, e, jobs = pending.popleft()
+                yield self._collect(grid, s, e - s, jobs)
         finally:
-            for _, futs in pending:
-                for f in futs:
+            for _, _, jobs in pending:
+                for _, f in jobs:
                     f.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _collect(self, grid: TileGrid, start: int, futs: list[Future]) -> TileBatch:
-        b, s = len(futs), grid.out_px
+    def _submit(self, pool, grid: TileGrid, xs: np.ndarray, ys: np.ndarray) -> list:
+        """One job per block of neighbouring tiles (each stored tile decoded once per block)."""
+        xl, yl = level_origins(self.slide, grid.read_level, xs, ys)
+        groups = group_windows(xl, yl, grid.read_px, grid.read_px)
+        return [(idx, pool.submit(read_tile_group, self.slide, grid, xs[idx], ys[idx]))
+                for idx in groups]  # fmt: skip
+
+    def _collect(self, grid: TileGrid, start: int, b: int, jobs: list) -> TileBatch:
+        s = grid.out_px
         tiles = self.alloc((b, s, s, 3))
         ok = np.ones(b, bool)
         errors = []
-        for i, f in enumerate(futs):
-            try:
-                tiles[i] = f.result()
-            except TileReadError as e:
-                tiles[i] = 255
-                ok[i] = False
-                errors.append(str(e))
+        for idx, f in jobs:
+            group, errs = f.result()
+            tiles[idx] = group
+            for i, message in errs:
+                ok[idx[i]] = False
+                errors.append(message)
         return TileBatch(np.arange(start, start + b), tiles, ok, errors)
+
+
+def read_tile_group(slide: Slide, grid: TileGrid, xs: np.ndarray, ys: np.ndarray):
+    """Tiles at level-0 corners ``xs, ys`` read as one block: ``((n, S, S, 3), errors)``.
+
+    Pixel-identical to :func:`read_tile` for each tile; failed tiles are white and listed in
+    ``errors`` as ``(index, message)``.
+    """
+    raw, errors = read_windows(slide, grid.read_level, xs, ys, grid.read_px, grid.read_px)
+    if grid.read_px == grid.out_px:
+        return raw, errors
+    return np.stack([resize_tile(t, grid.out_px) for t in raw]), errors
 
 
 #: Largest stored level (in pixels) :func:`fast_thumbnail` reads whole.

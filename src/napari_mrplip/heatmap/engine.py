@@ -151,9 +151,16 @@ class HeatmapEngine:
 
     # -- running ------------------------------------------------------------------------
     def run(
-        self, slide: Slide, request: HeatmapRequest, cancel: threading.Event | None = None
+        self,
+        slide: Slide,
+        request: HeatmapRequest,
+        cancel: threading.Event | None = None,
+        progress: bool = True,
     ) -> Iterator[HeatmapResult]:
         """Yield progressive results, batch by batch; the last one has ``done == total``.
+
+        ``progress=False`` yields only the final result (no map assembled per batch: a
+        whole-slide run on a GPU spends its time encoding, not re-assembling partial maps).
 
         Tiles outside tissue (``request.tissue_only``) and tiles that fail to decode stay
         NaN; failures are counted in ``result.meta["failed_tiles"]`` and logged.
@@ -205,7 +212,10 @@ class HeatmapEngine:
                 first = 0
                 if cancel is not None and cancel.is_set():
                     return
-                yield build()
+                if progress:
+                    yield build()
+        if not progress:
+            yield build()
 
     def _encode_pass(self, slide, p: Pass, rr, cc, scorer, cancel, first=0) -> Iterator[int]:
         """Encode a pass's missing tiles batch by batch, scoring each batch."""
@@ -236,7 +246,7 @@ class HeatmapEngine:
     def compute(self, slide: Slide, request: HeatmapRequest) -> HeatmapResult:
         """Run to completion and return the final result."""
         final = None
-        for final in self.run(slide, request):  # noqa: B007 - keep the last one
+        for final in self.run(slide, request, progress=False):  # noqa: B007 - the last one
             pass
         return final
 

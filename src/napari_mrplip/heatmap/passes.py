@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_mrplip.embed.cache import GridKey
+from napari_mrplip.io.windows import BLOCK_WINDOWS
 from napari_mrplip.tiling.grid import TileGrid, child_range, parent_index
 
 from .result import HeatmapResult
@@ -44,12 +45,22 @@ class Pass:
     failed: np.ndarray = field(default=None)
 
     def todo(self, centre_level0: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Local (row, col) of tissue tiles still to encode, nearest the centre first."""
+        """Local (row, col) of tissue tiles still to encode, nearest the centre first.
+
+        Tiles go block by block (``BLOCK_WINDOWS`` cells a side, nearest block first, then
+        nearest tile in it), so that a batch holds whole blocks of neighbours, which the tile
+        reader decodes together (each stored tile once).
+        """
         rr, cc = np.nonzero(self.tissue & ~self.filled)
-        x, y = self.grid.origins(rr + self.r0, cc + self.c0)
+        gr, gc = rr + self.r0, cc + self.c0
         half = self.grid.tile_level0 / 2
+        x, y = self.grid.origins(gr, cc + self.c0)
         d = (x + half - centre_level0[0]) ** 2 + (y + half - centre_level0[1]) ** 2
-        order = np.argsort(d, kind="stable")
+        b = BLOCK_WINDOWS
+        bx, by = self.grid.origins((gr // b) * b, (gc // b) * b)
+        span = b * self.grid.step_level0 / 2
+        db = (bx + span - centre_level0[0]) ** 2 + (by + span - centre_level0[1]) ** 2
+        order = np.lexsort((d, gc // b, gr // b, db))
         return rr[order], cc[order]
 
     @property

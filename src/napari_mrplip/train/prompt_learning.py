@@ -39,6 +39,9 @@ def _torch_model(encoder) -> nn.Module:
             f"{encoder.model_id}: this encoder exposes no torch model; prompt learning and "
             "partial/full fine-tuning need an MR-PLIP or open_clip model (use --mode linear)"
         )
+    restore = getattr(encoder, "full_precision", None)
+    if callable(restore):  # inference keeps a bf16 image tower on CUDA; training needs fp32
+        model = restore()
     return model
 
 
