@@ -44,6 +44,10 @@ def _guess_kind(path: Path) -> str:
     return "local"
 
 
+#: Specs that are not plain paths (see ``models.encoders.get_encoder``).
+SPEC_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:", "open_clip:", "timm:", "musk:")
+
+
 class ModelPicker(Container):
     """Combo box of models with a directory browser.
 
@@ -77,11 +81,15 @@ class ModelPicker(Container):
             self.combo.value = current
 
     def add_path(self, path: str | Path) -> str:
-        """Add a local model directory to the choices and select it; returns its spec."""
-        path = Path(path).expanduser().resolve()
-        spec = str(path)
+        """Add a local model directory (or a spec such as ``hf-hub:org/name`` or
+        ``open_clip:ARCH@FILE``) to the choices and select it; returns its spec."""
+        if str(path).startswith(SPEC_PREFIXES):
+            spec, label = str(path), str(path)[-40:]
+        else:
+            path = Path(path).expanduser().resolve()
+            spec, label = str(path), f"{path.name} ({_guess_kind(path)}, local)"
         if spec not in [s for _, s in self._extra]:
-            self._extra.append((f"{path.name} ({_guess_kind(path)}, local)", spec))
+            self._extra.append((label, spec))
         self.refresh()
         self.combo.value = spec
         return spec
