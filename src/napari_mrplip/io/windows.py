@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import TileReadError
+from .region import inline_decoding
 from .slide import Slide
 
 #: Windows per block side: a block of 224 px windows is at most about 2,016 px square.
@@ -59,7 +60,8 @@ def read_window_group(slide: Slide, level: int, xl: np.ndarray, yl: np.ndarray, 
     ds = float(slide.downsamples[level])
     bx, by = int(xl.min()), int(yl.min())
     bw, bh = int(xl.max()) + w - bx, int(yl.max()) + h - by
-    block = slide.read_region(bx * ds, by * ds, bw, bh, level)  # round(bx * ds / ds) == bx
+    with inline_decoding():  # callers read blocks on their own threads
+        block = slide.read_region(bx * ds, by * ds, bw, bh, level)  # round(bx*ds/ds) == bx
     out = np.empty((len(xl), h, w, 3), np.uint8)
     for i, (x, y) in enumerate(zip((xl - bx).tolist(), (yl - by).tolist())):
         out[i] = block[y : y + h, x : x + w]
