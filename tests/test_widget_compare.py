@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import open_clip  # noqa: F401  (torch before any OpenGL canvas: see _napari.workers)
 import pytest
 import torch
 
@@ -23,7 +22,7 @@ def test_difference_on_a_shared_grid():
     # A: 4 x 4 cells of 10 px; B: 2 x 2 cells of 20 px over the same 40 x 40 px
     a = _canvas(np.arange(16).reshape(1, 4, 4) / 16, (0.0, 0.0), 10.0)
     b = _canvas([[[0.0, 0.5], [1.0, np.nan]]], (0.0, 0.0), 20.0)
-    from napari_mrplip._napari.compare_widget import difference, on_grid
+    from napari_mrplip._napari.compare import difference, on_grid
 
     looked_up = on_grid(b, a)[0]
     assert looked_up[0, 0] == looked_up[1, 1] == 0.0 and looked_up[0, 3] == 0.5
@@ -40,7 +39,8 @@ def test_compare_panel_draws_a_b_and_difference(
 ):
     from open_clip.model import CLIP
 
-    from napari_mrplip._napari.compare_widget import DIFF_KEY, CompareWidget, on_grid
+    from napari_mrplip._napari.compare import on_grid
+    from napari_mrplip._napari.compare_widget import DIFF_KEY, CompareWidget
 
     monkeypatch.setenv("MRPLIP_HOME", str(tmp_path / "home"))
     cfg = {
