@@ -10,9 +10,12 @@ embeddings back instead of re-encoding them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,38 @@ import numpy as np
 
 #: Tiles per block side (also the zarr chunk side).
 BLOCK = 16
+#: On-disk layout version: 2 adds a checksum per block (``crc``, bound to its position).
+FORMAT = 2
+
+
+class CacheWarning(UserWarning):
+    """The on-disk cache was damaged, unreadable or read-only; results are unaffected."""
+
+
+def block_checksum(br: int, bc: int, emb: np.ndarray, filled: np.ndarray) -> int:
+    """64-bit hash of a block's embeddings, filled flags and position ``(br, bc)``.
+
+    Binding the position means a chunk copied from another block does not verify.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.asarray([br, bc, *emb.shape], np.int64).tobytes())
+    h.update(np.ascontiguousarray(emb, np.float32).tobytes())
+    h.update(np.ascontiguousarray(filled, bool).tobytes())
+    return int.from_bytes(h.digest(), "little") or 1  # 0 is the fill value: "none stored"
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple = (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError)
+    try:
+        import zarr
+
+        errors += (zarr.errors.BaseZarrError,)
+    except (ImportError, AttributeError):
+        pass
+    return errors
+
+
+_STORE_ERRORS = _store_errors()
 
 
 @dataclass(frozen=True)
@@ -49,16 +84,22 @@ class GridKey:
 
 
 def slide_id(slide) -> str:
-    """A stable id for a slide file: its name plus a hash of name, size on disk and dimensions.
+    """A stable id for a slide: its name plus a hash of its size, dimensions and content.
 
-    Moving the file keeps the id (the cache follows the data); a different scan does not.
+    The content part (:func:`~napari_mrplip.embed.identity.content_digest`) hashes the
+    header, tile-offset tables and samples of the tile bytes, so two different scans with the
+    same name, size and dimensions get different ids. Moving the file keeps the id (the cache
+    follows the data).
     """
+    from .identity import content_digest
+
     path = Path(slide.path)
     try:
         size = path.stat().st_size if path.is_file() else 0
     except OSError:
         size = 0
-    raw = f"{path.name}|{size}|{slide.dimensions}|{len(slide.levels)}"
+    content = content_digest(path)
+    raw = f"{path.name}|{size}|{slide.dimensions}|{len(slide.levels)}|{content}"
     digest = hashlib.sha1(raw.encode()).hexdigest()[:12]
     return f"{_safe(path.name)}-{digest}"
 
@@ -97,6 +138,14 @@ class EmbeddingCache:
         self._lock = threading.RLock()
         self.disk_reads = 0
         self.disk_writes = 0
+        self._warned: set[str] = set()
+        #: True when the disk cache is only read (the folder is not writable).
+        self.read_only = False
+        if self.disk_dir is not None and self.disk_dir.is_dir():
+            if not os.access(self.disk_dir, os.W_OK):
+                self.read_only = True
+                self._warn(f"embedding cache {self.disk_dir} is read-only: it is read, not "
+                           "written")  # fmt: skip
 
     # -- lattice embeddings -------------------------------------------------------------
     def gather(self, key: GridKey, r0: int, r1: int, c0: int, c1: int):
@@ -203,54 +252,92 @@ class EmbeddingCache:
         return self.disk_dir / key.slide_id / _safe(key.model_id) / _safe(key.grid)
 
     def _store(self, key: GridKey):
-        import zarr
-
-        group = self._stores.get(key)
-        if group is not None:
-            return group
-        rows, cols = key.shape
-        group = zarr.open_group(str(self.store_path(key)), mode="a")
-        if "emb" not in group or group["emb"].shape != (rows, cols, key.dim):
-            group.create_array(
-                "emb",
-                shape=(rows, cols, key.dim),
-                chunks=(BLOCK, BLOCK, key.dim),
-                dtype="float32",
-                fill_value=0.0,
-                overwrite=True,
-            )
-            group.create_array(
-                "filled",
-                shape=(rows, cols),
-                chunks=(BLOCK, BLOCK),
-                dtype="bool",
-                fill_value=False,
-                overwrite=True,
-            )
-            group.attrs.update({"model_id": key.model_id, "grid": key.grid, "format": 1})
+        """The zarr group of ``key`` (created if needed), or None when it cannot be used."""
+        if key in self._stores:
+            return self._stores[key]
+        try:
+            group = self._open_store(key)
+        except _STORE_ERRORS as e:
+            group = None
+            self._warn(f"embedding cache {self.store_path(key)} cannot be used ({e}); tiles "
+                       "are computed instead. Delete that folder to rebuild it")  # fmt: skip
         self._stores[key] = group
         return group
 
+    def _open_store(self, key: GridKey):
+        import zarr
+
+        path = self.store_path(key)
+        if self.read_only:
+            return zarr.open_group(str(path), mode="r") if path.is_dir() else None
+        group = zarr.open_group(str(path), mode="a")
+        rows, cols = key.shape
+        ok = "emb" in group and group["emb"].shape == (rows, cols, key.dim)
+        if not (ok and group.attrs.get("format") == FORMAT and "crc" in group):
+            nb = (-(-rows // BLOCK), -(-cols // BLOCK))
+            arrays = (("emb", (rows, cols, key.dim), (BLOCK, BLOCK, key.dim), "float32", 0.0),
+                      ("filled", (rows, cols), (BLOCK, BLOCK), "bool", False),
+                      ("crc", nb, (1, 1), "uint64", 0))  # fmt: skip
+            for name, shape, chunks, dtype, fill in arrays:
+                group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
+                                   fill_value=fill, overwrite=True)  # fmt: skip
+            group.attrs.update({"model_id": key.model_id, "grid": key.grid, "format": FORMAT})
+        return group
+
+    def _warn(self, message: str) -> None:
+        """One warning per distinct problem (not one per block)."""
+        kind = message.split(" (")[0]
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(message, CacheWarning, stacklevel=3)
+
     def _read_block(self, key: GridKey, br: int, bc: int) -> _Block | None:
         group = self._store(key)
+        if group is None:
+            return None
         sl = (slice(br * BLOCK, (br + 1) * BLOCK), slice(bc * BLOCK, (bc + 1) * BLOCK))
-        filled = np.asarray(group["filled"][sl])
-        if not filled.any():
+        try:
+            filled = np.asarray(group["filled"][sl])
+            if not filled.any():
+                return None
+            emb = np.asarray(group["emb"][sl], np.float32)
+            stored = int(np.asarray(group["crc"][br, bc]))
+        except _STORE_ERRORS as e:
+            self._warn(f"embedding cache {self.store_path(key)}: unreadable chunks are "
+                       f"recomputed ({type(e).__name__}: {e})")  # fmt: skip
+            return None
+        if stored != block_checksum(br, bc, emb, filled):
+            self._warn(f"embedding cache {self.store_path(key)}: chunks whose checksum does "
+                       "not match are recomputed (damaged or copied from elsewhere)")  # fmt: skip
             return None
         blk = _Block(key.dim)
         h, w = filled.shape
         blk.filled[:h, :w] = filled
-        blk.emb[:h, :w] = np.asarray(group["emb"][sl])
+        blk.emb[:h, :w] = emb
         self.disk_reads += 1
         return blk
 
     def _write_block(self, key: GridKey, br: int, bc: int, blk: _Block) -> None:
-        group = self._store(key)
+        group = None if self.read_only else self._store(key)
+        if group is None:
+            return
         rows, cols = key.shape
         h, w = min(BLOCK, rows - br * BLOCK), min(BLOCK, cols - bc * BLOCK)
         sl = (slice(br * BLOCK, br * BLOCK + h), slice(bc * BLOCK, bc * BLOCK + w))
-        group["emb"][sl] = blk.emb[:h, :w]
-        group["filled"][sl] = blk.filled[:h, :w]
+        emb, filled = blk.emb[:h, :w], blk.filled[:h, :w]
+        try:
+            group["emb"][sl] = emb
+            group["filled"][sl] = filled
+            group["crc"][br, bc] = block_checksum(br, bc, emb, filled)  # written last
+        except _STORE_ERRORS as e:
+            if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                self.read_only = True
+                self._warn(f"embedding cache {self.disk_dir} is read-only: it is read, not "
+                           f"written ({e})")  # fmt: skip
+            else:
+                self._warn(f"embedding cache {self.store_path(key)} could not be written "
+                           f"({type(e).__name__}: {e}); results are unaffected")  # fmt: skip
+            return
         self.disk_writes += 1
 
     # -- arbitrary boxes (review, linear probe) -----------------------------------------
