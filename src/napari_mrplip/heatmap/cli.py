@@ -110,7 +110,8 @@ def job_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``mrplip heatmap``; 0 when every slide was written, 1 if some failed, 2 on bad input."""
+    """Run ``mrplip heatmap``: 0 when every slide was written, 1 if some failed (the others are
+    written), 2 on bad input (options, outputs, model) or when every slide failed."""
     from napari_mrplip.embed.batching import DeviceUnavailableError
     from napari_mrplip.heatmap.jobs import (
         ModelUnavailableError,
@@ -145,4 +146,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"mrplip heatmap: {len(summaries) - len(failed)} of {len(summaries)} slides written"
           + (f"; failed: {', '.join(s['slide'] for s in failed)}" if failed else ""),
           file=sys.stderr)  # fmt: skip
-    return 1 if failed else 0
+    return (2 if len(failed) == len(summaries) else 1) if failed else 0

@@ -72,4 +72,4 @@ def run(args: argparse.Namespace) -> int:
         done += 1
     print(f"mrplip embed: {done} of {len(args.slides)} slides embedded into {args.cache}",
           file=sys.stderr)  # fmt: skip
-    return status
+    return 2 if status and not done else status

@@ -67,7 +67,7 @@ def _print_table(info: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Describe each slide; exit code 1 if any cannot be opened."""
+    """Describe each slide; exit 1 if some cannot be opened, 2 if none can."""
     from napari_mrplip.io import SlideOpenError, open_slide
 
     rc, out = 0, []
@@ -84,4 +84,4 @@ def run(args: argparse.Namespace) -> int:
             _print_table(info)
     if args.json:
         print(json.dumps(out, indent=2))
-    return rc
+    return 2 if rc and not out else rc

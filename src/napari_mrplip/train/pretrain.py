@@ -125,9 +125,9 @@ def _pretrain(cfg: PretrainConfig, info: DistInfo, log: ProgressLog) -> Path:
     from napari_mrplip.models.config import load_config
     from napari_mrplip.models.mrplip import build_model
 
-    ckpts = _prepare_out(cfg, info)
+    model_cfg = load_config(cfg.model_config)  # a bad config fails before OUT is touched
     cfg.micro_batch(info.world_size)  # the global batch must split over ranks x accumulation
-    model_cfg = load_config(cfg.model_config)
+    ckpts = _prepare_out(cfg, info)
     if cfg.resume:  # refuse a mismatched --config before anything is built or written
         newest = ckpts[-1]
         ckpts = _intact(ckpts, model_cfg)
