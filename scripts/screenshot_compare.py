@@ -34,7 +34,7 @@ def main() -> None:
     widget = CompareWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Compare models")
     for picker, spec in ((widget.model_a, args.model_a), (widget.model_b, args.model_b)):
-        if spec not in picker.specs():
+        if spec not in picker.specs:
             picker.add_path(spec)
         picker.value = spec
     widget.magnification.value = args.magnification
