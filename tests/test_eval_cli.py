@@ -244,3 +244,62 @@ def test_retrieval_recall(tmp_path):
 def test_eval_requires_a_task():
     with pytest.raises(SystemExit):
         main(["eval"])
+
+
+def _uni_like(root, px=32):
+    """A vision-only encoder folder in timm's hub format (UNI's layout, tiny)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    root.mkdir()
+    args = {
+        "img_size": px,
+        "patch_size": 16,
+        "embed_dim": 32,
+        "depth": 1,
+        "num_heads": 2,
+        "num_classes": 0,
+    }
+    (root / "config.json").write_text(
+        json.dumps({"architecture": "vit_large_patch16_224", "model_args": args})
+    )
+    torch.manual_seed(1)
+    save_file(
+        timm.create_model("vit_large_patch16_224", **args).state_dict(),
+        str(root / "model.safetensors"),
+    )
+    return root
+
+
+def test_vision_only_encoder_fine_tunes(tmp_path, capsys):
+    """UNI-like encoders train a linear probe (class-centroid start, no zero-shot baseline);
+    prompt learning is refused (no text tower), partial/full say they need MR-PLIP."""
+    from napari_mrplip.models.encoders import get_encoder
+
+    uni = _uni_like(tmp_path / "uni")
+    data = _tile_folder(tmp_path / "tiles", n=6)
+    out = tmp_path / "ft"
+    argv = [
+        "finetune",
+        "--model",
+        str(uni),
+        "--data",
+        str(data),
+        "--mode",
+        "linear",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, "--epochs", "2", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert "n/a (vision-only model: no prompts)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["zero_shot"] is None and metrics["finetuned"]["balanced_accuracy"] is not None
+    enc = get_encoder(str(out), device="cpu")  # the fine-tuned checkpoint scores its classes
+    assert enc.encode_text(["stroma"]).shape[0] == 1
+    prompt = ["finetune", "--model", str(uni), "--data", str(data), "--mode", "prompt"]
+    assert main([*prompt, "--out", str(tmp_path / "p")]) == 2
+    assert "Prompt learning needs a text tower" in capsys.readouterr().err
+    partial = ["finetune", "--model", str(uni), "--data", str(data), "--mode", "partial"]
+    assert main([*partial, "--out", str(tmp_path / "q"), "--epochs", "1"]) == 2
+    assert "--mode linear" in capsys.readouterr().err

@@ -41,8 +41,9 @@ class FinetuneResult:
         The fine-tuned checkpoint directory (loadable by ``get_encoder``).
     report : ClassificationReport
         Held-out metrics of the fine-tuned head.
-    zero_shot : ClassificationReport
-        Held-out metrics of the base model's zero-shot prompts (class names) on the same split.
+    zero_shot : ClassificationReport or None
+        Held-out metrics of the base model's zero-shot prompts (class names) on the same split;
+        None for a vision-only base model (UNI, Virchow, ...), which has no prompts.
     split_by : str
         How the held-out set was chosen (``"group"``, ``"group+tile"``, ``"val-data"``).
     n_train, n_val : int
@@ -51,7 +52,7 @@ class FinetuneResult:
 
     checkpoint: Path
     report: ClassificationReport
-    zero_shot: ClassificationReport
+    zero_shot: ClassificationReport | None
     split_by: str
     n_train: int
     n_val: int
@@ -60,7 +61,7 @@ class FinetuneResult:
         return {
             "checkpoint": str(self.checkpoint),
             "finetuned": self.report.to_dict(),
-            "zero_shot": self.zero_shot.to_dict(),
+            "zero_shot": None if self.zero_shot is None else self.zero_shot.to_dict(),
             "split_by": self.split_by,
             "n_train": self.n_train,
             "n_val": self.n_val,
@@ -146,6 +147,16 @@ def _align_val(train: LabelledTiles, val: LabelledTiles) -> tuple[LabelledTiles,
     return relabelled, keep
 
 
+def _centroids(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+    """``(n, D)`` L2-normalised mean embedding per class (zeros for a class without tiles)."""
+    out = np.zeros((n, x.shape[1]), np.float32)
+    for c in range(n):
+        if (y == c).any():
+            m = x[y == c].mean(axis=0)
+            out[c] = m / max(float(np.linalg.norm(m)), 1e-12)
+    return out
+
+
 def _train_head(cfg, encoder, data, tr, x_tr, init, log, cancel):
     """Dispatch on the mode; returns (head, extras, val-embedding function or None)."""
     y = data.labels[tr]
@@ -158,7 +169,7 @@ def _train_head(cfg, encoder, data, tr, x_tr, init, log, cancel):
 
     if cfg.mode == "linear":
         head = fit_linear_probe(
-            x_tr, y, len(data.class_names), init=init, init_scale=encoder.logit_scale, steps=steps,
+            x_tr, y, len(data.class_names), init=init, init_scale=_scale(encoder), steps=steps,
             lr=cfg.learning_rate, weight_decay=cfg.weight_decay, seed=cfg.seed, on_step=on_step,
         )  # fmt: skip
         return head, {}, None
@@ -222,9 +233,15 @@ def _run(cfg, data, val_data, encoder, log, cancel, out) -> FinetuneResult:
         n_train=int(len(tr)), n_val=int(len(va)), split_by=split_by, config=cfg.to_dict())  # fmt: skip
     x_tr = embed(encoder, data, tr, cfg.batch_size, log, cancel)
     x_va = embed(encoder, vdata, va, cfg.batch_size, log, cancel)
-    zs = zero_shot_embeddings(encoder, data.class_names)
     y_va = vdata.labels[va]
-    zs_report = evaluate(y_va, (x_va @ zs.T).argmax(axis=1), data.class_names)
+    if getattr(encoder, "has_text", True):
+        zs = zero_shot_embeddings(encoder, data.class_names)
+        zs_report = evaluate(y_va, (x_va @ zs.T).argmax(axis=1), data.class_names)
+    else:  # vision-only (UNI, Virchow, ...): no prompts; start from the class centroids
+        if cfg.mode == "prompt":
+            raise ValueError(f"{encoder.no_text_reason} Prompt learning needs a text tower: "
+                             "use --mode linear, partial or full")  # fmt: skip
+        zs, zs_report = _centroids(x_tr, data.labels[tr], len(data.class_names)), None
     head, extras, retrain = _train_head(cfg, encoder, data, tr, x_tr, zs, log, cancel)
     if retrain:  # the vision tower changed: embed the held-out tiles again, uncached
         x_va = embed(_Uncached(encoder), vdata, va, cfg.batch_size, None, cancel)
@@ -233,6 +250,12 @@ def _run(cfg, data, val_data, encoder, log, cancel, out) -> FinetuneResult:
     _save(cfg, encoder, head, extras, result, out)
     log("done", checkpoint=str(out), metrics=result.to_dict())
     return result
+
+
+def _scale(encoder) -> float:
+    """The encoder's logit scale, or the probe's default 10 where it has none (vision-only)."""
+    scale = float(encoder.logit_scale)
+    return scale if np.isfinite(scale) and scale > 0 else 10.0
 
 
 class _Uncached:
@@ -256,11 +279,12 @@ def _save(
         out / "confusion.png",
         f"{cfg.mode}: balanced accuracy {result.report.balanced_accuracy:.3f}",
     )
-    plot_confusion(
-        result.zero_shot,
-        out / "confusion_zeroshot.png",
-        f"zero-shot: balanced accuracy {result.zero_shot.balanced_accuracy:.3f}",
-    )
+    if result.zero_shot is not None:
+        plot_confusion(
+            result.zero_shot,
+            out / "confusion_zeroshot.png",
+            f"zero-shot: balanced accuracy {result.zero_shot.balanced_accuracy:.3f}",
+        )
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
     base = Path(cfg.model).resolve() if Path(cfg.model).exists() else cfg.model
     save_finetuned(

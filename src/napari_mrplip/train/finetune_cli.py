@@ -156,6 +156,7 @@ def run(args) -> int:
         return 130
     print(f"split: {result.split_by} ({result.n_train} train / {result.n_val} held-out tiles)")
     print(f"fine-tuned ({cfg.mode}): {result.report.summary()}")
-    print(f"zero-shot baseline:  {result.zero_shot.summary()}")
+    zs = result.zero_shot
+    print(f"zero-shot baseline:  {zs.summary() if zs else 'n/a (vision-only model: no prompts)'}")
     print(f"checkpoint: {result.checkpoint}")
     return 0

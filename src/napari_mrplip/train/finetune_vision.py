@@ -23,7 +23,10 @@ def find_vision_transformer(model: nn.Module) -> nn.Module:
         if isinstance(tower, nn.Module):
             break
     else:
-        raise ValueError(f"{type(model).__name__}: no vision tower (visual / vision) to fine-tune")
+        raise ValueError(
+            f"{type(model).__name__}: no vision tower (visual / vision) to fine-tune; "
+            "partial/full fine-tuning needs an MR-PLIP checkpoint: use --mode linear"
+        )
     for m in tower.modules():
         if hasattr(m, "transformer") and hasattr(m.transformer, "resblocks"):
             return m
@@ -81,7 +84,9 @@ def fit_vision(encoder, data, tr: np.ndarray, init: np.ndarray, cfg, on_step=Non
     for p in params.values():
         p.requires_grad_(True)
     w = nn.Parameter(torch.as_tensor(init, dtype=torch.float32, device=device))
-    log_scale = nn.Parameter(torch.tensor(float(np.log(encoder.logit_scale)), device=device))
+    scale = float(encoder.logit_scale)  # NaN for vision-only encoders: the probe's default
+    scale = scale if np.isfinite(scale) and scale > 0 else 10.0
+    log_scale = nn.Parameter(torch.tensor(float(np.log(scale)), device=device))
     opt = torch.optim.AdamW(
         [{"params": list(params.values()), "lr": cfg.learning_rate},
          {"params": [w, log_scale], "lr": cfg.learning_rate * 10, "weight_decay": 0.0}],
