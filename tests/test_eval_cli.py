@@ -303,3 +303,41 @@ def test_vision_only_encoder_fine_tunes(tmp_path, capsys):
     partial = ["finetune", "--model", str(uni), "--data", str(data), "--mode", "partial"]
     assert main([*partial, "--out", str(tmp_path / "q"), "--epochs", "1"]) == 2
     assert "--mode linear" in capsys.readouterr().err
+
+
+def test_zeroshot_on_geojson_over_a_slide(tmp_path, cmu_svs):
+    """Tiles on the heatmap grid inside classified QuPath polygons of the CMU sample."""
+    from napari_mrplip.evaluation.data import geojson_tiles
+    from napari_mrplip.io.open import open_slide
+
+    w, h = open_slide(cmu_svs).dimensions
+
+    def box(x0, y0, x1, y1, name):
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"objectType": "annotation", "classification": {"name": name}}}  # fmt: skip
+
+    doc = {"type": "FeatureCollection", "features": [
+        box(0, 0, w // 2, h // 3, "upper"), box(w // 2, 2 * h // 3, w, h, "lower"),
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]},
+         "properties": {"objectType": "annotation"}},  # unclassified: not used
+    ]}  # fmt: skip
+    gj = tmp_path / "regions.geojson"
+    gj.write_text(json.dumps(doc))
+    tiles = geojson_tiles(gj, cmu_svs, mpp=2.0)
+    assert tiles.classes == ["lower", "upper"]
+    grid, xy, labels = tiles.for_size(112)
+    centres = xy + grid.tile_level0 / 2
+    upper = (centres[:, 0] < w // 2) & (centres[:, 1] < h // 3)
+    assert ((labels == 1) == upper).all() and (labels == 0).any() and (labels == 1).any()
+    assert tiles.read([0, 1], 112).shape == (2, 112, 112, 3)
+    out = tmp_path / "out"
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps({"upper": ["pink stroma"], "lower": ["dense nuclei"]}))
+    argv = ["eval", "zeroshot", "--data", str(gj), "--slide", str(cmu_svs), "--mpp", "2"]
+    assert (
+        main([*argv, "--prompts", str(prompts), "--model", "mrplip-demo", "--out", str(out)]) == 0
+    )
+    r = json.loads((out / "mrplip-demo.json").read_text())
+    assert r["n_tiles"] == len(labels) and r["classes"] == ["lower", "upper"]
+    assert main([*argv[:4], "--model", "mrplip-demo", "--out", str(tmp_path / "o2")]) == 2
