@@ -259,12 +259,12 @@ def _whole_run(enc, slide, batch, workers, decode_tiles, budget_s, device) -> di
     grid = engine.grid_for(slide, req)
     rows, cols = grid.shape
     rr, cc = np.mgrid[0:rows, 0:cols]
-    xs, ys = grid.origins(rr.ravel(), cc.ravel())
+    boxes = grid.read_boxes(rr.ravel(), cc.ravel())
     order = np.lexsort((cc.ravel() // 8, rr.ravel() // 8))  # block-major, as the engine reads
-    n = min(decode_tiles, len(xs))
+    n = min(decode_tiles, len(boxes))
     reader = TileReader(slide, workers=workers, prefetch=max(2, workers // 4))
     t0 = time.perf_counter()
-    got = sum(len(b.index) for b in reader.batches(grid, xs[order][:n], ys[order][:n], 256))
+    got = sum(len(b.index) for b in reader.batches(boxes[order][:n], grid.out_px, 256))
     out = {"workers": workers, "decode_only_tiles_s": round(got / (time.perf_counter() - t0), 1)}
     _reset_peak(device)
     cancel = threading.Event()

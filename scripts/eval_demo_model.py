@@ -36,8 +36,9 @@ from napari_mrplip.data.captioners import (
     STROMA_RICH,
     StainCaptioner,
 )
+from napari_mrplip.embed.tiles import read_tile
 from napari_mrplip.io import open_slide
-from napari_mrplip.tiling.geometry import magnification_to_mpp, read_tile_at_mpp
+from napari_mrplip.tiling.geometry import magnification_to_mpp
 
 CLASSES = ("dense nuclei", "stroma", "background")
 DEFAULT_SLIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "OS-1-detail.ome.tif"
@@ -57,7 +58,7 @@ def grid_tiles(slide, magnification: float, tile_px: int, exclude=()) -> list[np
             box = (int(x), int(y), int(round(side)), int(round(side)))
             if any(_overlap(box, other) for other in exclude):
                 continue
-            out.append(read_tile_at_mpp(slide, box, magnification_to_mpp(magnification), tile_px))
+            out.append(read_tile(slide, (box[0], box[1], box[0] + box[2], box[1] + box[3]), tile_px))
     return out
 
 

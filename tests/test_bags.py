@@ -8,10 +8,16 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from napari_mrplip.embed.tiles import read_tile
 from napari_mrplip.io import MissingMppError, open_slide
 from napari_mrplip.io.slide import Slide
-from napari_mrplip.tiling.bags import BagSpec, bag_structure, read_tile_at_mpp, sample_bags
-from napari_mrplip.tiling.geometry import level_for_mpp, magnification_to_mpp, resize_rgb
+from napari_mrplip.tiling.bags import BagSpec, bag_structure, sample_bags
+from napari_mrplip.tiling.geometry import (
+    level_for_box,
+    level_for_mpp,
+    magnification_to_mpp,
+    resize_rgb,
+)
 from napari_mrplip.tiling.tissue import tissue_mask
 
 
@@ -96,8 +102,13 @@ def test_level_chosen_by_mpp_not_index(cmu_svs):
     assert level_for_mpp(slide, 1.0) == 1
     assert level_for_mpp(slide, 2.0) == 2
     assert level_for_mpp(slide, 0.1) == 0
-    tile = read_tile_at_mpp(slide, (280, 280, 448, 448), 1.0, 112)
+    assert level_for_box(slide, 448, 448, 112) == 1  # wants ds 4: level 1 (ds 3) is the coarsest
+    assert level_for_box(slide, 784, 784, 112) == 2  # ds 7 exactly
+    tile = read_tile(slide, (280, 280, 728, 728), 112)
     assert tile.shape == (112, 112, 3) and tile.dtype == np.uint8
+    side = round(448 / slide.downsamples[1])
+    level1 = slide.read_region(280, 280, side, side, 1)
+    assert np.array_equal(tile, resize_rgb(level1, 112))
     # Same footprint read from level 0 directly agrees with the level-1 read.
     ref = resize_rgb(img[280:728, 280:728], 112)
     assert np.abs(tile.astype(int) - ref.astype(int)).mean() < 12

@@ -9,8 +9,8 @@ from napari_mrplip.data.captioners import Captioner, StainCaptioner, VLMCaptione
 from napari_mrplip.data.keywords import extract_keywords
 from napari_mrplip.data.stain import stain_stats
 from napari_mrplip.data.vlm import VLMLoadError
+from napari_mrplip.embed.tiles import read_tiles, xywh_to_boxes
 from napari_mrplip.io import open_slide
-from napari_mrplip.tiling.bags import read_tile_at_mpp
 
 # Level-0 boxes (x0, y0, w, h) of landmark regions, read at 20x (0.5 µm/px) as 112 px tiles.
 CMU_DENSE = (1100, 2100, 224, 224)  # epidermis: crowded basal nuclei
@@ -27,11 +27,11 @@ def tiles():
         pytest.skip("shared slides missing")
     cmu, os2 = open_slide(CMU_SVS), open_slide(OS2_OME)
     return {
-        "dense": read_tile_at_mpp(cmu, CMU_DENSE, 0.5, 112),
-        "stroma": read_tile_at_mpp(cmu, CMU_STROMA, 0.5, 112),
-        "glass": read_tile_at_mpp(cmu, CMU_GLASS, 0.5, 112),
-        "ki67": read_tile_at_mpp(os2, OS2_KI67, 0.5, 112),
-        "cmu_5x": read_tile_at_mpp(cmu, (900, 1600, 448, 448), 2.0, 112),
+        "dense": read_tiles(cmu, xywh_to_boxes(CMU_DENSE), 112)[0],
+        "stroma": read_tiles(cmu, xywh_to_boxes(CMU_STROMA), 112)[0],
+        "glass": read_tiles(cmu, xywh_to_boxes(CMU_GLASS), 112)[0],
+        "ki67": read_tiles(os2, xywh_to_boxes(OS2_KI67), 112)[0],
+        "cmu_5x": read_tiles(cmu, xywh_to_boxes((900, 1600, 448, 448)), 112)[0],
     }
 
 

@@ -168,15 +168,15 @@ def test_embed_boxes_cached_and_shared_with_the_engine(encoder):
     eng = HeatmapEngine(encoder)
     boxes = [(0, 0, 64, 64), (300, 200, 364, 264), (100, 100, 228, 228)]
     seen = []
-    a = eng.embedder.embed_boxes(slide, 1.0, boxes, progress=seen.append)
+    a = eng.embedder.embed_boxes(slide, boxes, progress=seen.append)
     assert sum(seen) == 3
     calls = encoder.image_encode_calls
     again = SlideEmbedder(encoder, cache=eng.cache)  # another consumer on the same cache
-    b = again.embed_boxes(slide, 1.0, boxes)
+    b = again.embed_boxes(slide, boxes)
     assert a.shape == (3, 32) and np.allclose(a, b)
     assert encoder.image_encode_calls == calls and again.tiles_encoded == 0
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
-    c = eng.embedder.embed_boxes(slide, 0, boxes[:1])
+    c = eng.embedder.embed_boxes(slide, [(10, 10, 30, 40)])  # upsampled, not square
     assert c.shape == (1, 32)
 
 

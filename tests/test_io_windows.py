@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_mrplip.embed.reader import TileReader, read_tile, read_tile_group
+from napari_mrplip.embed.reader import TileReader
+from napari_mrplip.embed.tiles import read_tiles_checked
 from napari_mrplip.io import open_slide
 from napari_mrplip.io.synthetic import write_synthetic_slide
 from napari_mrplip.io.windows import BLOCK_WINDOWS, group_windows, level_origins, read_windows
+from napari_mrplip.tiling.geometry import level_for_box, resize_rgb
 from napari_mrplip.tiling.grid import make_grid
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src/napari_mrplip/_napari/sample"
@@ -23,6 +25,19 @@ def _lattice(grid):
     return grid.origins(rr.ravel(), cc.ravel())
 
 
+def _boxes(grid, xs, ys):
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    t = grid.tile_level0
+    return np.stack([xs, ys, xs + t, ys + t], axis=1)
+
+
+def read_tile(slide, grid, x, y):
+    """The reference: one ``read_region`` per window at the level rule's level, resampled."""
+    level = level_for_box(slide, grid.tile_level0, grid.tile_level0, grid.out_px)
+    side = max(1, round(grid.tile_level0 / slide.downsamples[level]))
+    return resize_rgb(slide.read_region(int(x), int(y), side, side, level), grid.out_px)
+
+
 @pytest.mark.parametrize("mpp", [0.5, 1.0, 2.0, 4.0])
 def test_block_reads_equal_single_reads_on_real_svs(mpp):
     """Stored level (0.5) and built levels (1-4 µm/px) of the real Aperio file, edges included."""
@@ -30,7 +45,7 @@ def test_block_reads_equal_single_reads_on_real_svs(mpp):
     grid = make_grid(slide, 112, target_mpp=mpp)
     xs, ys = _lattice(grid)
     xs, ys = xs[::3], ys[::3]  # holes between windows, as tissue-only lattices have
-    got, errors = read_tile_group(slide, grid, xs, ys)
+    got, errors = read_tiles_checked(slide, _boxes(grid, xs, ys), grid.out_px)
     assert errors == []
     want = np.stack([read_tile(slide, grid, x, y) for x, y in zip(xs, ys)])
     assert got.shape == want.shape and np.array_equal(got, want)
@@ -72,7 +87,7 @@ def test_block_reads_decode_each_stored_tile_once(tmp_path):
         read_tile(slide, grid, x, y)
     single = reader.tiles_decoded
     reader.tiles_decoded = 0
-    got = np.concatenate([b.tiles for b in TileReader(slide, 2).batches(grid, xs, ys, 128)])
+    got = np.concatenate([b.tiles for b in TileReader(slide, 2).batches(_boxes(grid, xs, ys), grid.out_px, 128)])
     blocks = reader.tiles_decoded
     assert blocks <= 1.3 * (4096 // 256) ** 2 < single / 2  # about once each vs 3-4 times each
     want = np.stack([read_tile(slide, grid, x, y) for x, y in zip(xs, ys)])
@@ -90,7 +105,7 @@ def test_a_corrupt_stored_tile_fails_only_the_windows_over_it(tmp_path):
     slide = open_slide(path)
     grid = make_grid(slide, 224, target_mpp=0.5)
     xs, ys = _lattice(grid)
-    batches = list(TileReader(slide, 2).batches(grid, xs, ys, 32))
+    batches = list(TileReader(slide, 2).batches(_boxes(grid, xs, ys), grid.out_px, 32))
     ok = np.concatenate([b.ok for b in batches])
     single_ok = []
     for x, y in zip(xs, ys):

@@ -11,11 +11,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_mrplip.tiling.bags import read_tile_at_mpp
+from napari_mrplip.embed.tiles import read_tiles, xywh_to_boxes
 
 
 def read_bag_tiles(slide, tiles: Sequence[dict], size: int, slide_mpp: float) -> np.ndarray:
-    """Decode a bag's tiles at their own µm/px, each resampled to ``size`` pixels.
+    """Decode a bag's tiles through the one tile reader (``embed.tiles.read_tiles``).
+
+    Each tile's scale follows from its box and ``size`` (the level rule of ``embed.tiles``);
+    augmentation, if any, comes after this.
 
     Parameters
     ----------
@@ -26,14 +29,12 @@ def read_bag_tiles(slide, tiles: Sequence[dict], size: int, slide_mpp: float) ->
     size : int
         Output side S in pixels.
     slide_mpp : float
-        Level-0 µm/px of the slide as recorded in the manifest.
+        Level-0 µm/px recorded in the manifest (not needed to read: boxes are level-0 px).
 
     Returns
     -------
     np.ndarray
         ``(N, S, S, 3)`` uint8.
     """
-    # SHARED TILE READER (issue 9): when the core ``read_tiles(slide, boxes_level0, tile_px)``
-    # lands, read through it here; this is the only call site of the bag path.
-    out = [read_tile_at_mpp(slide, t["box"], t["mpp"], size, slide_mpp=slide_mpp) for t in tiles]
-    return np.stack(out)
+    boxes = xywh_to_boxes([t["box"] for t in tiles])  # manifest boxes are (x0, y0, w, h)
+    return read_tiles(slide, boxes, size)

@@ -20,7 +20,8 @@ from napari_mrplip.tiling.grid import TileGrid
 
 from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
 from .cache import EmbeddingCache, GridKey, slide_id
-from .reader import TileReader, resize_tile
+from .reader import TileReader
+from .tiles import read_tile
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +109,15 @@ class SlideEmbedder:
         if len(rows) == 0:
             return
         key = self.grid_key(slide, grid)
-        xs, ys = grid.read_origins(rows, cols)  # edge tiles read inside the slide
+        boxes = grid.read_boxes(rows, cols)  # edge tiles read inside the slide
         reader = TileReader(
             slide,
             self.workers,
             prefetch=max(2, self.workers // 4),
             alloc=tile_allocator(self.device),
         )
-        with contextlib.closing(reader.batches(grid, xs, ys, self.batch_size, first)) as batches:
+        batches = reader.batches(boxes, grid.out_px, self.batch_size, first)
+        with contextlib.closing(batches):
             for batch in batches:
                 if cancel is not None and cancel.is_set():
                     return
@@ -138,30 +140,27 @@ class SlideEmbedder:
     def embed_boxes(
         self,
         slide: Slide,
-        level_or_mpp: int | float,
         boxes: Sequence[Sequence[float]],
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Embeddings of level-0 boxes, each read at a level or µm/px and resized.
+        """Embeddings of level-0 boxes, read by :func:`.tiles.read_tile` at the model's input size.
 
         Parameters
         ----------
-        level_or_mpp : int or float
-            An ``int`` is a pyramid level; a ``float`` is µm/px (needs ``slide.mpp``).
         boxes : sequence of (x0, y0, x1, y1)
-            Level-0 px, ``(N, 4)``.
+            Level-0 px, ``(N, 4)``; the box size sets the scale (see :mod:`.tiles`).
         progress : callable, optional
             ``progress(n)`` after each batch, with the boxes finished in it.
 
         Returns
         -------
         np.ndarray
-            ``(N, D)`` float32, L2-normalised; cached per (slide, model, scale, box).
+            ``(N, D)`` float32, L2-normalised; cached per (slide, model, input px, box).
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        level, tag = self._box_level(slide, level_or_mpp)
+        side = int(self.encoder.input_size)
         sid, mid = slide_id(slide), str(self.encoder.model_id)
-        keys = [(sid, mid, tag, tuple(int(round(v)) for v in b)) for b in boxes]
+        keys = [(sid, mid, side, tuple(round(float(v), 2) for v in b)) for b in boxes]
         out = np.zeros((len(keys), int(self.encoder.embed_dim)), np.float32)
         missing = []
         for i, k in enumerate(keys):
@@ -174,7 +173,7 @@ class SlideEmbedder:
             progress(len(keys) - len(missing))
         if not missing:
             return out
-        read = lambda i: self._read_box(slide, level, keys[i][3])  # noqa: E731
+        read = lambda i: read_tile(slide, boxes[i], side)  # noqa: E731
         with ThreadPoolExecutor(self.workers) as pool:
             for s in range(0, len(missing), self.batch_size):
                 part = missing[s : s + self.batch_size]
@@ -185,30 +184,3 @@ class SlideEmbedder:
                 if progress:
                     progress(len(part))
         return out
-
-    def _box_level(self, slide: Slide, level_or_mpp) -> tuple[int, str]:
-        if isinstance(level_or_mpp, (int, np.integer)) and not isinstance(level_or_mpp, bool):
-            if not 0 <= level_or_mpp < len(slide.levels):
-                raise ValueError(f"{slide.path}: level {level_or_mpp} does not exist")
-            return int(level_or_mpp), f"lvl{int(level_or_mpp)}"
-        from napari_mrplip.io.errors import MissingMppError
-
-        if slide.mpp is None:
-            raise MissingMppError(
-                f"{slide.path}: no µm/px in the metadata; pass a level instead, or open the "
-                "slide with mpp=... (CLI: --slide-mpp)"
-            )
-        ds = float(level_or_mpp) / slide.mpp
-        return slide.best_level_for_downsample(ds), f"mpp{float(level_or_mpp):.4f}"
-
-    def _read_box(self, slide: Slide, level: int, box) -> np.ndarray:
-        x0, y0, x1, y1 = box
-        ds = slide.downsamples[level]
-        w, h = max(1, round((x1 - x0) / ds)), max(1, round((y1 - y0) / ds))
-        tile = slide.read_region(x0, y0, w, h, level)
-        if w != h:
-            from PIL import Image
-
-            side = int(self.encoder.input_size)
-            return np.asarray(Image.fromarray(tile).resize((side, side), Image.BILINEAR))
-        return resize_tile(tile, int(self.encoder.input_size))

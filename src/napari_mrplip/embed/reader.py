@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_mrplip.io.slide import Slide
-from napari_mrplip.io.windows import group_windows, level_origins, read_windows
-from napari_mrplip.tiling.grid import TileGrid
+from napari_mrplip.io.windows import group_windows, level_origins
+
+from .tiles import plan_reads, read_tiles_checked
 
 
 @dataclass
@@ -28,7 +29,7 @@ class TileBatch:
     index : np.ndarray
         ``(B,)`` positions of these tiles in the caller's tile list.
     tiles : np.ndarray
-        ``(B, S, S, 3)`` uint8, S = the grid's ``out_px``; failed tiles are white.
+        ``(B, S, S, 3)`` uint8; failed tiles are white.
     ok : np.ndarray
         ``(B,)`` bool, False where the tile failed to decode.
     errors : list of str
@@ -41,24 +42,9 @@ class TileBatch:
     errors: list[str] = field(default_factory=list)
 
 
-def resize_tile(tile: np.ndarray, size: int) -> np.ndarray:
-    """Resize a ``(h, w, 3)`` uint8 tile to ``(size, size, 3)`` (area-like for downscaling)."""
-    from PIL import Image
-
-    if tile.shape[0] == size and tile.shape[1] == size:
-        return tile
-    img = Image.fromarray(np.ascontiguousarray(tile))
-    return np.asarray(img.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
-
-
-def read_tile(slide: Slide, grid: TileGrid, x: int, y: int) -> np.ndarray:
-    """Read the tile whose level-0 top-left corner is (x, y), at the model's input size."""
-    tile = slide.read_region(int(x), int(y), grid.read_px, grid.read_px, grid.read_level)
-    return resize_tile(tile, grid.out_px)
-
-
 class TileReader:
-    """Decodes grid tiles on ``workers`` threads, ``prefetch`` batches ahead.
+    """Decodes level-0 boxes through the one tile reader (:mod:`.tiles`) on ``workers``
+    threads, ``prefetch`` batches ahead.
 
     Parameters
     ----------
@@ -80,14 +66,15 @@ class TileReader:
         self.alloc = alloc or (lambda shape: np.empty(shape, np.uint8))
 
     def batches(
-        self, grid: TileGrid, xs: np.ndarray, ys: np.ndarray, batch_size: int, first: int = 0
+        self, boxes: np.ndarray, tile_px: int, batch_size: int, first: int = 0
     ) -> Iterator[TileBatch]:
-        """Yield :class:`TileBatch` es for tiles at level-0 corners ``xs``, ``ys`` in order.
+        """Yield :class:`TileBatch` es of ``(S, S)`` tiles for level-0 ``boxes`` ``(N, 4)`` in order.
 
         ``first`` (if > 0) makes the first batch smaller, so a first partial result comes
         quickly; the rest are ``batch_size``.
         """
-        n = len(xs)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        n = len(boxes)
         batch_size = max(1, int(batch_size))
         head = min(first, batch_size) if first > 0 else batch_size
         bounds = [0, *range(head, n, batch_size), n] if n > head else [0, n]
@@ -98,25 +85,33 @@ class TileReader:
             while nxt < len(bounds) - 1 or pending:
                 while nxt < len(bounds) - 1 and len(pending) < self.prefetch:
                     s, e = bounds[nxt], bounds[nxt + 1]
-                    pending.append((s, e, self._submit(pool, grid, xs[s:e], ys[s:e])))
+                    pending.append((s, e, self._submit(pool, boxes[s:e], tile_px)))
                     nxt += 1
                 s, e, jobs = pending.popleft()
-                yield self._collect(grid, s, e - s, jobs)
+                yield self._collect(tile_px, s, e - s, jobs)
         finally:
             for _, _, jobs in pending:
                 for _, f in jobs:
                     f.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, pool, grid: TileGrid, xs: np.ndarray, ys: np.ndarray) -> list:
-        """One job per block of neighbouring tiles (each stored tile decoded once per block)."""
-        xl, yl = level_origins(self.slide, grid.read_level, xs, ys)
-        groups = group_windows(xl, yl, grid.read_px, grid.read_px)
-        return [(idx, pool.submit(read_tile_group, self.slide, grid, xs[idx], ys[idx]))
-                for idx in groups]  # fmt: skip
+    def _submit(self, pool, boxes: np.ndarray, tile_px: int) -> list:
+        """One job per block of neighbouring boxes read alike (each stored tile decoded once)."""
+        levels, widths, heights = plan_reads(self.slide, boxes, tile_px)
+        plans = np.stack([levels, widths, heights], axis=1)
+        jobs = []
+        for level, w, h in dict.fromkeys(map(tuple, plans.tolist())):
+            same = np.flatnonzero((plans == (level, w, h)).all(axis=1))
+            xl, yl = level_origins(
+                self.slide, level, np.rint(boxes[same, 0]), np.rint(boxes[same, 1])
+            )
+            for idx in group_windows(xl, yl, w, h):
+                sub = same[idx]
+                jobs.append((sub, pool.submit(read_tiles_checked, self.slide, boxes[sub], tile_px)))
+        return jobs
 
-    def _collect(self, grid: TileGrid, start: int, b: int, jobs: list) -> TileBatch:
-        s = grid.out_px
+    def _collect(self, tile_px: int, start: int, b: int, jobs: list) -> TileBatch:
+        s = int(tile_px)
         tiles = self.alloc((b, s, s, 3))
         ok = np.ones(b, bool)
         errors = []
@@ -127,18 +122,6 @@ class TileReader:
                 ok[idx[i]] = False
                 errors.append(message)
         return TileBatch(np.arange(start, start + b), tiles, ok, errors)
-
-
-def read_tile_group(slide: Slide, grid: TileGrid, xs: np.ndarray, ys: np.ndarray):
-    """Tiles at level-0 corners ``xs, ys`` read as one block: ``((n, S, S, 3), errors)``.
-
-    Pixel-identical to :func:`read_tile` for each tile; failed tiles are white and listed in
-    ``errors`` as ``(index, message)``.
-    """
-    raw, errors = read_windows(slide, grid.read_level, xs, ys, grid.read_px, grid.read_px)
-    if grid.read_px == grid.out_px:
-        return raw, errors
-    return np.stack([resize_tile(t, grid.out_px) for t in raw]), errors
 
 
 #: Largest stored level (in pixels) :func:`fast_thumbnail` reads whole.

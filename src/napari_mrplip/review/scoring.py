@@ -235,7 +235,7 @@ def _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes) ->
             message="the polygon lies outside the slide: no tiles to score",
         )
     try:
-        emb = embedder.embed_boxes(slide, float(mpp), boxes)
+        emb = embedder.embed_boxes(slide, boxes)
     except TileReadError as e:
         return AnnotationScore(ann.id, ann.label, READ_ERROR, message=str(e))
     return _summarise(ann, classify(emb, class_emb, encoder.logit_scale), classes)

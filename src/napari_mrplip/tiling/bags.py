@@ -24,13 +24,12 @@ from .geometry import (
     MPP_RTOL,
     magnification_to_mpp,
     native_level_count,
-    read_tile_at_mpp,
     resize_rgb,
     slide_mpp_or_raise,
 )
 from .tissue import tissue_fraction, tissue_mask
 
-__all__ = ["BagSpec", "TileSpec", "bag_structure", "read_tile_at_mpp", "sample_bags"]
+__all__ = ["BagSpec", "TileSpec", "bag_structure", "sample_bags"]
 
 #: The tissue thumbnail is sized so that a parent spans this many thumbnail pixels, within
 #: ``THUMBNAIL_PX_RANGE`` (the mask's median filter and hole filling cost grows with its area).

@@ -1,4 +1,4 @@
-"""Magnification ↔ µm/px, pyramid level choice by µm/px, and reading a tile at a µm/px.
+"""Magnification ↔ µm/px, pyramid level choice, and the one resampler.
 
 A level is chosen by its physical pixel size, never by its index: slides differ in their
 downsample factors (2, 3, 4, non-integer), so "level 1" means nothing portable.
@@ -92,47 +92,30 @@ def level_for_mpp(
 
 
 def resize_rgb(img: np.ndarray, out_px: int | tuple[int, int]) -> np.ndarray:
-    """Resize a ``(H, W, 3)`` uint8 image to ``out_px`` (square side or ``(h, w)``), antialiased."""
+    """Resize ``(H, W, 3)`` uint8 to ``out_px`` (square side or ``(h, w)``): the one resampler.
+
+    Pillow's bilinear filter without ``reducing_gap``: antialiased (when shrinking, its
+    triangle kernel is widened by the scale factor, so every source pixel contributes) and
+    without the ringing of Lanczos. Identity when the size is already right. Every tile the
+    project shows a model goes through it (:mod:`napari_mrplip.embed.tiles`), and so do
+    tile folders and thumbnails.
+    """
     from PIL import Image
 
     h, w = (out_px, out_px) if isinstance(out_px, int) else out_px
     if img.shape[:2] == (h, w):
-        return np.ascontiguousarray(img)
+        return np.ascontiguousarray(img[..., :3])
     pil = Image.fromarray(np.ascontiguousarray(img[..., :3]))
-    return np.asarray(pil.resize((w, h), Image.Resampling.LANCZOS))
+    return np.asarray(pil.resize((int(w), int(h)), Image.Resampling.BILINEAR))
 
 
-def read_tile_at_mpp(
-    slide: Slide,
-    box_level0: tuple[float, float, float, float],
-    target_mpp: float,
-    tile_px: int,
-    slide_mpp: float | None = None,
-) -> np.ndarray:
-    """Read a level-0 box as a ``(tile_px, tile_px, 3)`` uint8 tile at about ``target_mpp``.
+def level_for_box(slide: Slide, width0: float, height0: float, tile_px: int) -> int:
+    """The one level rule: the level a ``width0 x height0`` level-0 box is read from for a
+    ``tile_px`` tile.
 
-    Parameters
-    ----------
-    slide : Slide
-    box_level0 : (x0, y0, w, h)
-        The tile's footprint in level-0 pixels.
-    target_mpp : float
-        µm/px the tile is meant to have; picks the pyramid level (see :func:`level_for_mpp`)
-        among the file's native levels (see :func:`native_level_count`).
-    tile_px : int
-        Output side in pixels; the region read from the chosen level is resampled to it.
-    slide_mpp : float, optional
-        Level-0 µm/px when the file has none.
-
-    Returns
-    -------
-    np.ndarray
-        ``(tile_px, tile_px, 3)`` uint8 RGB; parts outside the slide are white.
+    The coarsest level, stored or built, whose downsample is at most ``min(w, h) / tile_px``
+    (1 % slack for metadata rounding, ``Slide.best_level_for_downsample``): no detail the tile
+    can show is lost, and the read stays small. Built levels read with identical pixels
+    through ``io.derived``, so the rule need not know which levels are stored.
     """
-    x0, y0, w, h = box_level0
-    level = level_for_mpp(slide, target_mpp, slide_mpp, n_levels=native_level_count(slide))
-    ds = slide.downsamples[level]
-    w_level = max(1, int(round(w / ds)))
-    h_level = max(1, int(round(h / ds)))
-    region = slide.read_region(int(round(x0)), int(round(y0)), w_level, h_level, level)
-    return resize_rgb(region, tile_px)
+    return slide.best_level_for_downsample(max(min(width0, height0) / float(tile_px), 1.0))

@@ -19,6 +19,8 @@ import numpy as np
 
 from napari_mrplip.io.slide import Slide
 
+from .geometry import level_for_box
+
 #: Largest overlap accepted: 8 tiles per footprint side (64 tiles cover each cell).
 MAX_OVERLAP = 0.875
 
@@ -130,6 +132,16 @@ class TileGrid:
         x_max, y_max = max(0, self.width_level0 - tile), max(0, self.height_level0 - tile)
         return np.minimum(x, x_max), np.minimum(y, y_max)
 
+    def read_boxes(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``(N, 4)`` level-0 boxes (x0, y0, x1, y1) read for tiles ``(rows, cols)``.
+
+        Corners from :meth:`read_origins` (edge tiles moved inside the slide), side
+        ``tile_level0``: what ``embed.tiles.read_tiles`` turns into ``out_px`` tiles.
+        """
+        x, y = self.read_origins(rows, cols)
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        return np.stack([x, y, x + self.tile_level0, y + self.tile_level0], axis=1).reshape(-1, 4)
+
     def cells_for_box(self, box_level0) -> tuple[int, int, int, int]:
         """Cell range ``(i0, i1, j0, j1)`` (half-open) covering a level-0 box, clipped."""
         x0, y0, x1, y1 = box_level0
@@ -161,18 +173,10 @@ class TileGrid:
 
 
 def _read_plan(slide: Slide, tile_level0: float, out_px: int) -> tuple[int, int]:
-    """Level to read from (not coarser than needed) and the tile side at that level.
-
-    Only levels stored in the file are used (``metadata["native_levels"]``): levels a
-    backend synthesises lazily cost a whole-region downsample per read, while reading the
-    finer stored level and resizing one tile is cheap.
-    """
-    native = int(slide.metadata.get("native_levels", len(slide.levels)) or 1)
-    level = min(slide.best_level_for_downsample(tile_level0 / out_px), native - 1)
-    read_px = max(1, int(round(tile_level0 / slide.downsamples[level])))
-    if abs(read_px - out_px) <= 1:
-        read_px = out_px  # rounding noise (0.499 vs 0.5 µm/px): no resampling
-    return level, read_px
+    """Level a tile is read from and its side there, by the one level rule
+    (:func:`~napari_mrplip.tiling.geometry.level_for_box`, as ``embed.tiles`` reads it)."""
+    level = level_for_box(slide, tile_level0, tile_level0, out_px)
+    return level, max(1, int(round(tile_level0 / slide.downsamples[level])))
 
 
 def make_grid(

@@ -117,12 +117,15 @@ def _embed_part(encoder, part, local: np.ndarray) -> np.ndarray:
     """
     from napari_mrplip.embed.pool import embedder_for
 
-    if isinstance(part, ImageTiles):
-        return np.asarray(encoder.encode_tiles(part.read(local)), np.float32)
+    if isinstance(part, ImageTiles):  # folder tiles: the one resampler, to the model's input
+        from napari_mrplip.tiling.geometry import resize_rgb
+
+        side = int(encoder.input_size)
+        tiles = np.stack([resize_rgb(part.images[int(i)], side) for i in local])
+        return np.asarray(encoder.encode_tiles(tiles), np.float32)
     if not isinstance(part, SlideTiles):
         raise TypeError(f"unknown tile source {type(part).__name__}")
-    scale = float(part.mpp) if part.mpp is not None else 0
-    return embedder_for(encoder).embed_boxes(part.slide, scale, part.boxes[np.asarray(local)])
+    return embedder_for(encoder).embed_boxes(part.slide, part.boxes[np.asarray(local)])
 
 
 def zero_shot_embeddings(encoder, class_names: list[str]) -> np.ndarray:

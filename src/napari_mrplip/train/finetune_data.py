@@ -47,7 +47,9 @@ class SlideTiles:
 
     def read(self, idx: Sequence[int]) -> np.ndarray:
         """Read tiles ``idx`` as ``(n, tile_px, tile_px, 3)`` uint8."""
-        return np.stack([read_tile(self.slide, self.boxes[i], self.tile_px) for i in idx])
+        from napari_mrplip.embed.tiles import read_tiles
+
+        return read_tiles(self.slide, self.boxes[np.asarray(idx, dtype=np.int64)], self.tile_px)
 
 
 @dataclass
@@ -127,22 +129,9 @@ class LabelledTiles:
 
 # -- pixels -----------------------------------------------------------------------------
 def _resize(tile: np.ndarray, side: int) -> np.ndarray:
-    if tile.shape[0] == side and tile.shape[1] == side:
-        return tile
-    from skimage.transform import resize
+    from napari_mrplip.tiling.geometry import resize_rgb  # the one resampler
 
-    out = resize(tile, (side, side), order=1, anti_aliasing=True, preserve_range=True)
-    return (out + 0.5).clip(0, 255).astype(np.uint8)
-
-
-def read_tile(slide, box: np.ndarray, tile_px: int) -> np.ndarray:
-    """Read one square level-0 ``box`` as ``(tile_px, tile_px, 3)`` uint8 from the best level."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    side0 = max(x1 - x0, 1.0)
-    level = slide.best_level_for_downsample(side0 / tile_px)
-    ds = slide.downsamples[level]
-    side = max(1, int(round(side0 / ds)))
-    return _resize(slide.read_region(int(round(x0)), int(round(y0)), side, side, level), tile_px)
+    return resize_rgb(tile, side)
 
 
 def tile_side0(slide, mpp: float | None, tile_px: int) -> float:
@@ -162,8 +151,9 @@ def grid_boxes(
 ) -> np.ndarray:
     """``(N, 4)`` square boxes of side ``side0`` on a grid covering ``bounds`` = (x0, y0, x1, y1)."""
     x0, y0, x1, y1 = bounds
-    nx = max(int(np.floor((x1 - x0 - side0) / stride0)) + 1, 0)
-    ny = max(int(np.floor((y1 - y0 - side0) / stride0)) + 1, 0)
+    eps = 1e-6  # a region exactly one tile wide must give its tile despite float rounding
+    nx = max(int(np.floor((x1 - x0 - side0) / stride0 + eps)) + 1, 0)
+    ny = max(int(np.floor((y1 - y0 - side0) / stride0 + eps)) + 1, 0)
     if nx * ny > 5_000_000:
         raise FinetuneDataError(f"{nx * ny} tiles requested; use a coarser µm/px or a larger tile")
     xs = x0 + stride0 * np.arange(nx)

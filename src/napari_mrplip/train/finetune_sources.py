@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mrplip.embed.tiles import read_tile
+
 from .finetune_data import (
     IMAGE_SUFFIXES,
     FinetuneDataError,
@@ -20,7 +22,6 @@ from .finetune_data import (
     _from_parts,
     check_usable,
     grid_boxes,
-    read_tile,
     tile_side0,
 )
 
