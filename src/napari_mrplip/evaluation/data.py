@@ -1,9 +1,9 @@
 """Labelled tiles for evaluation: class subfolders of images, or a GeoJSON over a slide.
 
-Every tile reaches a model through the shared resampler (``embed.reader.resize_tile``,
-the one the heatmap uses) at that model's input size; slide tiles are cut on the
-heatmap's own grid (``tiling.grid.make_grid`` + ``embed.reader.read_tile``), so evaluation
-sees what the heatmap sees. Image files are size-checked before decoding.
+Every tile reaches a model through the one resampler (``tiling.geometry.resize_rgb``)
+at that model's input size; slide tiles are cut on the heatmap's own grid
+(``tiling.grid.make_grid``) and read by the one tile reader (``embed.tiles.read_tiles``), so
+evaluation sees what the heatmap sees. Image files are size-checked before decoding.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mrplip.embed.reader import read_tile, resize_tile
+from napari_mrplip.embed.tiles import read_tiles
+from napari_mrplip.tiling.geometry import resize_rgb as resize_tile
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 #: Largest tile image decoded (pixels): a tile folder holds tiles, not slides.
@@ -130,7 +131,9 @@ class SlideTiles:
     def read(self, idx, size: int) -> np.ndarray:
         """``(B, size, size, 3)`` uint8 read by the heatmap's tile reader."""
         grid, xy, _ = self.for_size(size)
-        return np.stack([read_tile(self.slide, grid, *xy[i]) for i in idx])
+        xy = np.asarray(xy, np.float64)[np.asarray(idx, np.int64)].reshape(-1, 2)
+        boxes = np.concatenate([xy, xy + grid.tile_level0], axis=1)
+        return read_tiles(self.slide, boxes, grid.out_px)
 
 
 def geojson_tiles(geojson: str | Path, slide_path: str | Path, mpp: float | None) -> SlideTiles:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mrplip.embed.reader import resize_tile
 from napari_mrplip.evaluation.data import MAX_TILES, EvalDataError, read_image
 from napari_mrplip.evaluation.metrics import recall_at_k
+from napari_mrplip.tiling.geometry import resize_rgb as resize_tile
 
 CAPTIONS = "captions.json"
 KS = (1, 5, 10)
