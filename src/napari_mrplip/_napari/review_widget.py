@@ -342,16 +342,25 @@ class ReviewWidget(Container):
         if not self.annotations or str(path) in ("", "."):
             self.status.value = "nothing to save, or no file chosen"
             return None
+        # the save dialog asks before replacing a file; the slide itself is never replaced
+        policy = {"overwrite": True, "inputs": self._slide_paths()}
         try:
             out = (
-                self.document.write(path)
+                self.document.write(path, **policy)
                 if self.document
-                else write_annotations(self.annotations, path)
+                else write_annotations(self.annotations, path, **policy)
             )
         except (OSError, ValueError) as e:  # ValueError: the output policy refused it
             return self._fail(OSError(f"could not write {path}: {e}"))
         self.status.value = f"saved {len(self.annotations)} annotations to {out}"
         return out
+
+    def _slide_paths(self) -> list[Path]:
+        try:
+            _, slide = self._slide()
+        except ValueError:
+            return []
+        return [Path(slide.path)] if getattr(slide, "path", None) else []
 
     def _fail(self, exc: BaseException):
         self.status.value = f"error: {exc}"

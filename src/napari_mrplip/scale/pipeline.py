@@ -200,6 +200,6 @@ def _slide_events(events: _Events, total: int, key: str):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    from napari_mrplip.outputs import write_text
+
+    write_text(path, json.dumps(data, indent=1), overwrite=True)  # temp + rename, umask

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mrplip.outputs import write_text
+
 from .finetune_config import FinetuneConfig
 from .finetune_data import (
     FinetuneDataError,
@@ -288,7 +290,7 @@ def _save(
             out / "confusion_zeroshot.png",
             f"zero-shot: balanced accuracy {result.zero_shot.balanced_accuracy:.3f}",
         )
-    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2))
+    write_text(out / "metrics.json", json.dumps(result.to_dict(), indent=2), overwrite=True)
     base = Path(cfg.model).resolve() if Path(cfg.model).exists() else cfg.model
     save_finetuned(
         out, base_model=str(base), mode=cfg.mode, class_names=result.report.class_names,

@@ -70,6 +70,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--name", help="name in the model catalogue")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty --out (never an input)"
+    )
+    parser.add_argument(
         "--no-register", action="store_true", help="do not add the result to the model catalogue"
     )
 
@@ -129,6 +132,20 @@ def load_val_data(args, tile_px: int):
     )
 
 
+def _check_out(args) -> None:
+    """The output policy for the checkpoint folder: never an input, never a non-empty
+    folder (or a file) without ``--overwrite``."""
+    from napari_mrplip.outputs import check_output
+
+    out = Path(args.out)
+    inputs = [p for p in (args.model, args.data, args.slide, args.val_slide, args.val_data,
+                          *(args.stain_labels or [])) if p and Path(p).exists()]  # fmt: skip
+    empty_dir = out.is_dir() and not any(out.iterdir())
+    check_output(out, inputs=inputs, overwrite=args.overwrite or empty_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder for the checkpoint")
+
+
 def run(args) -> int:
     """Run ``mrplip finetune``; 0 on success, 2 on bad input (message on stderr)."""
     from napari_mrplip.io import SlideOpenError
@@ -138,6 +155,7 @@ def run(args) -> int:
     from .finetune_data import FinetuneDataError
 
     try:
+        _check_out(args)
         cfg = _config(args)
         encoder = get_encoder(cfg.model, device=cfg.device)
         tile_px = args.tile_px or int(encoder.input_size)

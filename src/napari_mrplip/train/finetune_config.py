@@ -99,4 +99,6 @@ class FinetuneConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        from napari_mrplip.outputs import write_text
+
+        write_text(path, json.dumps(self.to_dict(), indent=2), overwrite=True)

@@ -61,6 +61,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
 
 def _prepare_out(cfg: PretrainConfig, info: DistInfo) -> list[Path]:
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise PretrainConfigError(f"--out {cfg.out} is a file; name a folder for the run")
     ckpts = list_checkpoints(cfg.out / "checkpoints")
     if cfg.resume and not ckpts:
         raise PretrainConfigError(f"--resume: no checkpoint in {cfg.out / 'checkpoints'}")
