@@ -31,5 +31,9 @@ SLIDES=${SLIDES:-"$DATA/CMU-1-Small-Region.svs $DATA/OS-2-ndpi.ome.tif skimage:i
 import sys
 from napari_mrplip.models.checkpoint import load_model, save_model
 save_model(load_model(sys.argv[1]), sys.argv[2], dtype="float16")
+import shutil, pathlib
+v = pathlib.Path(sys.argv[1]) / "vocabulary.json"
+if v.is_file():
+    shutil.copy(v, pathlib.Path(sys.argv[2]) / "vocabulary.json")  # the training vocabulary
 print("exported", sys.argv[1], "->", sys.argv[2], "(float16)")
 PYEOF

@@ -97,6 +97,10 @@ def test_pretrain_logs_every_loss_and_the_loss_falls(train_inputs, tmp_path, mon
 
     model = load_model(out / "final")
     assert model.config.name == "mrplip-test"
+    from napari_mrplip.models.vocabulary import vocabulary_for_spec
+
+    vocab = vocabulary_for_spec(str(out / "final"))  # recorded from the run's manifest
+    assert vocab is not None and vocab.phrases and "nuclei" in vocab.words
 
 
 @pytest.mark.slow

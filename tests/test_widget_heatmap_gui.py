@@ -110,3 +110,21 @@ def test_panels_open_from_the_plugin_menu_with_the_viewer_injected(make_napari_v
         assert not state.empty and 0 <= state.level < len(slide.levels)
     elif name == "Pretrain":
         assert widget.slide_paths() == ["/tmp/ihc.tif"]
+
+
+def shown(child, panel) -> bool:
+    """Would ``child`` be on screen when the (hidden, docked) panel is shown?"""
+    return child.native.isVisibleTo(panel.native)
+
+
+def test_vocabulary_warning_for_tumour_with_embedded_model(panel):
+    viewer, widget = panel
+    widget.model.value = "mrplip-demo"
+    widget.prompts.value = "tumour\ndense nuclei"
+    assert shown(widget.vocab.warning, widget) and "'tumour'" in widget.vocab.warning.value
+    assert "dense nuclei" not in widget.vocab.warning.value
+    assert shown(widget.vocab.known, widget) and "pink stroma" in widget.vocab.known.choices
+    widget.vocab.known.value = "pink stroma"  # offered prompt is added
+    assert widget.prompts.value.splitlines()[-1] == "pink stroma"
+    widget.prompts.value = "dense nuclei\npink stroma"
+    assert not shown(widget.vocab.warning, widget)

@@ -31,6 +31,7 @@ from napari_mrplip.heatmap.result import HeatmapRequest, HeatmapResult
 from .layers import COLORMAPS, HeatmapCanvas, legend_html, show_argmax, show_per_prompt
 from .model_picker import ModelPicker
 from .view import ViewFollower, ViewState, view_state
+from .vocabulary_hint import VocabularyHint
 from .workers import HeatmapJob, import_torch_safely
 
 #: Scoring resolution choices: label -> µm/px (None = the level on screen).
@@ -74,6 +75,7 @@ class HeatmapWidget(Container):
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.batch_size = SpinBox(label="batch (0=auto)", value=0, min=0, max=4096)
         self.prompts = TextEdit(label="prompts", value="dense nuclei\npink stroma")
+        self.vocab = VocabularyHint(self.prompts)
         self.background = TextEdit(label="background", value="background")
         self.magnification = ComboBox(label="magnification", choices=list(MAGNIFICATIONS))
         self.output = ComboBox(label="output", choices=list(OUTPUTS))
@@ -90,7 +92,7 @@ class HeatmapWidget(Container):
         self.status = Label(label="status", value="ready")
         self.extend([
             self.slide_layer, self.model, self.device, self.batch_size, self.prompts,
-            self.background, self.magnification, self.output, self.colormap, self.opacity,
+            self.vocab.warning, self.vocab.known, self.background, self.magnification, self.output, self.colormap, self.opacity,
             self.tissue_only, self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
             self.info, self.legend, self.status,
         ])  # fmt: skip
@@ -107,6 +109,9 @@ class HeatmapWidget(Container):
         self.run_slide_btn.changed.connect(self.run_whole_slide)
         self.cancel_btn.changed.connect(self.cancel)
         self.follow.changed.connect(self.set_follow)
+        self.prompts.native.textChanged.connect(self.check_vocabulary)  # every keystroke
+        self.model.combo.changed.connect(self.check_vocabulary)
+        self.check_vocabulary()
         self.opacity.changed.connect(self._restyle)
         self.colormap.changed.connect(self._restyle)
         viewer.layers.events.inserted.connect(self._layers_changed)
@@ -130,6 +135,10 @@ class HeatmapWidget(Container):
         if layer is None:
             raise PanelInputError("open a slide first (File > Open, or the sample slide)")
         return layer, layer.metadata["slide"]
+
+    def check_vocabulary(self, value=None) -> list[str]:
+        """Warn about prompts made of words the selected model never saw; returns the messages."""
+        return self.vocab.check(self.model.value, _lines(self.prompts.value))
 
     # -- requests -----------------------------------------------------------------------
     def build_request(self, slide, region_level0=None, level=None) -> HeatmapRequest:

@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         run_job,
     )
     from napari_mrplip.models.prompts import PromptError, validate_prompts
+    from napari_mrplip.models.vocabulary import prompt_warnings
 
     job = job_from_args(args)
     try:
@@ -129,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
                               "(e.g. --background background), or use --mode cosine")  # fmt: skip
         check_outputs(job)  # the output policy, before any work
         if args.scheduler is None:
-            load_encoder(job.model, job.device)  # fail before the first slide
+            encoder = load_encoder(job.model, job.device)  # fail before the first slide
+            for msg in prompt_warnings(getattr(encoder, "vocabulary", None), job.prompts):
+                print(f"mrplip heatmap: warning: {msg}", file=sys.stderr)
     except (PromptError, ModelUnavailableError, DeviceUnavailableError, ValueError) as e:
         print(f"mrplip heatmap: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,19 @@ def manifest_path(cfg: PretrainConfig) -> Path:
     return cfg.manifest if cfg.manifest is not None else cfg.out / "manifest.jsonl"
 
 
+def write_vocabulary(manifest: Path, checkpoint_dir: Path) -> Path:
+    """Record the words of ``manifest``'s captions and keywords in the checkpoint.
+
+    The heatmap panel and CLI warn about prompts made of words the model never saw
+    (``models.vocabulary``).
+    """
+    from napari_mrplip.data.manifest import read_manifest
+    from napari_mrplip.models.vocabulary import TrainingVocabulary
+
+    vocab = TrainingVocabulary.from_manifest_records(read_manifest(manifest), source=manifest.name)
+    return vocab.save(checkpoint_dir)
+
+
 def prepare_manifest(cfg: PretrainConfig, model_cfg, info: DistInfo) -> Path:
     """Build (or reuse the cached) bag manifest on rank 0; the other ranks wait for it.
 

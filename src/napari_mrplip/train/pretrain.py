@@ -20,7 +20,7 @@ import torch
 
 from .checkpointing import CheckpointError, TrainState, list_checkpoints, load_checkpoint
 from .config import PretrainConfig, PretrainConfigError
-from .data_setup import build_loader, prepare_manifest
+from .data_setup import build_loader, manifest_path, prepare_manifest, write_vocabulary
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .events import ProgressLog
 from .loop import LoopSettings, run_loop
@@ -210,6 +210,7 @@ def _finish(cfg: PretrainConfig, model, info: DistInfo, log: ProgressLog, step: 
     final = cfg.out / "final"
     if info.is_main:
         save_model(model.cpu() if not info.device.startswith("cpu") else model, final)
+        write_vocabulary(manifest_path(cfg), final)
         if cfg.register:
             register_model(final, name=f"{cfg.out.name} (pretrained)")
         log.emit("done", checkpoint=str(final), step=step)

@@ -64,6 +64,8 @@ class TorchEncoder:
         Number of ``encode_tiles`` calls so far (tests use it to check caching).
     is_mrplip : bool
         True for our own models (multi-magnification aware).
+    vocabulary : TrainingVocabulary or None
+        Words the model was trained on (our checkpoints' ``vocabulary.json``).
     source : str
         The directory the weights were loaded from.
     load_report : LoadReport or None
@@ -74,6 +76,9 @@ class TorchEncoder:
     """
 
     is_mrplip = False
+    #: ``models.vocabulary.TrainingVocabulary`` of our own checkpoints; None for external
+    #: models (their training text is unknown, so prompts are never flagged).
+    vocabulary = None
 
     def __init__(
         self,

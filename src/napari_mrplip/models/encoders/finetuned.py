@@ -149,6 +149,8 @@ class FinetunedEncoder:
         self.context_length = base.context_length
         self.device = base.device
         self.is_mrplip = bool(getattr(base, "is_mrplip", False))
+        vocab = getattr(base, "vocabulary", None)  # the head's classes were trained too
+        self.vocabulary = None if vocab is None else vocab.extended(self.class_names)
         digest = hashlib.sha1(self.class_embeddings.tobytes()).hexdigest()[:12]
         # Frozen-vision modes embed tiles exactly like the base model: share its cache key.
         self.model_id = f"finetuned:{digest}:{base.model_id}" if tuned_vision else base.model_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 from napari_mrplip.models.encoders.base import TorchEncoder, pick_device
 from napari_mrplip.models.encoders.weights import weights_fingerprint
 from napari_mrplip.models.errors import ModelLoadError
+from napari_mrplip.models.vocabulary import TrainingVocabulary
 
 
 class MRPLIPEncoder(TorchEncoder):
@@ -39,7 +40,7 @@ def load(spec: str, device: str | None = None, precision: str = "auto") -> MRPLI
     def text_fn(texts: list[str]):
         return model.encode_text(tok(texts).to(device))
 
-    return MRPLIPEncoder(
+    enc = MRPLIPEncoder(
         model_id=f"mrplip:{root.name}:{weights_fingerprint(root / WEIGHTS_FILE)}",
         image_fn=lambda x: model.encode_image(x),
         text_fn=text_fn,
@@ -54,3 +55,5 @@ def load(spec: str, device: str | None = None, precision: str = "auto") -> MRPLI
         module=model,
         source=str(root),
     )
+    enc.vocabulary = TrainingVocabulary.load(root)
+    return enc
