@@ -72,8 +72,8 @@ def test_two_prompts_make_float_layers_over_the_slide_extent(opened, qtbot, tiny
     slide_extent = np.asarray(slide_layer.extent.world)
     for ly in layers:
         assert ly.data.dtype == np.float32
-        assert tuple(ly.contrast_limits) == (0.0, 1.0)
-        assert ly.blending == "translucent" and ly.opacity == pytest.approx(0.45)
+        assert tuple(ly.contrast_limits) == (widget.display.limits()[0], 1.0)  # the threshold
+        assert ly.blending == "translucent" and ly.opacity == pytest.approx(widget.opacity.value)
         np.testing.assert_allclose(np.asarray(ly.extent.world), slide_extent, atol=step_world)
         scored = ly.data[~np.isnan(ly.data)]
         assert scored.size > 0 and scored.min() >= 0 and scored.max() <= 1
@@ -179,8 +179,8 @@ def test_follow_the_view_encodes_only_new_tiles_and_cancels_superseded_work(
     widget.magnification.value = "5x (2 µm/px)"  # fixed lattice whatever the zoom
     widget.tissue_only.value = False
     _look_at(viewer, 300, 400, zoom=1.5)
-    widget.follow.value = True  # computes the current view at once
-    first = widget.job
+    assert widget.follow.value  # on by default: the first run starts following the view
+    first = widget.run_view()
     qtbot.waitUntil(lambda: first.finished, timeout=240_000)
     assert first.error is None, widget.status.value
     engine = widget.engine()
@@ -215,3 +215,47 @@ def test_follow_the_view_encodes_only_new_tiles_and_cancels_superseded_work(
     qtbot.waitUntil(lambda: big.finished and widget.job.finished, timeout=240_000)
     assert big.last is None or big.last.done < big.last.total
     assert widget.job.error is None and not widget.job.cancelled
+
+
+def test_display_threshold_outline_regions_and_save(opened, qtbot, tmp_path):
+    import json
+
+    viewer, widget, slide_layer = opened
+    widget.model.value = "mrplip-demo"
+    widget.prompts.value = PROMPTS
+    widget.magnification.value = "5x (2 µm/px)"
+    _run(widget, qtbot, widget.run_whole_slide)
+    assert widget.follow.value and widget.follower is not None  # follows from the first run
+    d = widget.display
+    d.threshold.value = 0.3
+    thr = d.limits()[0]
+    heat = _heat_layers(viewer)
+    assert all(tuple(ly.contrast_limits) == (thr, 1.0) for ly in heat)
+    assert all(ly.interpolation2d == "linear" for ly in heat)
+    assert [ly.colorbar.visible for ly in heat] == [True, False]  # the focus prompt's only
+    assert heat[0].colormap.colors[0, 3] == 0  # at/below the threshold: transparent
+    assert "probability" in d.legend.value
+    # regions: ranked by peak, each above the threshold; clicking one centres the view
+    regs = d._found
+    assert regs and all(r.peak >= thr for r in regs)
+    assert [r.peak for r in regs] == sorted((r.peak for r in regs), reverse=True)
+    d.regions.value = [1] if len(regs) > 1 else [0]
+    i = d.regions.value[0]
+    x, y = regs[i].centre_level0
+    wy, wx = viewer.camera.center[-2:]
+    assert abs(wx - x * slide_layer.scale[-1]) < 1 and abs(wy - y * slide_layer.scale[-2]) < 1
+    # outline: a Shapes layer of paths inside the slide
+    d.outline.value = True
+    (outline,) = [ly for ly in viewer.layers if "mrplip_heatmap_outline" in ly.metadata]
+    w, h = widget.canvas.dims_level0
+    s = np.asarray(slide_layer.scale[-2:])  # pixel i spans world [(i - 0.5) s, (i + 0.5) s]
+    pts = np.concatenate(outline.data)
+    assert (pts >= -0.5 * s - 1e-4).all() and (pts <= (np.array([h, w]) - 0.5) * s + 1e-4).all()
+    # save regions: Shapes layer + QuPath GeoJSON, never over an existing file
+    d.save_path.value = str(tmp_path / "regions.geojson")
+    n, path = widget.save_regions()
+    gj = json.loads(open(path).read())
+    assert n == len(gj["features"]) > 0
+    assert {f["properties"]["classification"]["name"] for f in gj["features"]} == {"dense nuclei"}
+    assert any(ly.name.startswith("regions: dense nuclei") for ly in viewer.layers)
+    assert widget.save_regions() is None and "exists" in widget.status.value

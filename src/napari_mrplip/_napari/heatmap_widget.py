@@ -28,6 +28,7 @@ from magicgui.widgets import (
 
 from napari_mrplip.heatmap.result import HeatmapRequest, HeatmapResult
 
+from .heatmap_display import DisplayControls
 from .layers import COLORMAPS, HeatmapCanvas, legend_html, show_argmax, show_per_prompt
 from .model_picker import ModelPicker
 from .view import ViewFollower, ViewState, view_state
@@ -79,10 +80,11 @@ class HeatmapWidget(Container):
         self.background = TextEdit(label="background", value="background")
         self.magnification = ComboBox(label="magnification", choices=list(MAGNIFICATIONS))
         self.output = ComboBox(label="output", choices=list(OUTPUTS))
-        self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value="inferno")
-        self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=0.45)
+        self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value="viridis")
+        self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=0.8)
         self.tissue_only = CheckBox(text="tissue only (skip glass)", value=True)
-        self.follow = CheckBox(text="follow the view", value=False)
+        self.follow = CheckBox(text="follow the view", value=True)
+        self.display = DisplayControls(label="display")
         self.run_view_btn = PushButton(text="Run on view")
         self.run_slide_btn = PushButton(text="Run whole slide")
         self.cancel_btn = PushButton(text="Cancel")
@@ -94,7 +96,7 @@ class HeatmapWidget(Container):
             self.slide_layer, self.model, self.device, self.batch_size, self.prompts,
             self.vocab.warning, self.vocab.known, self.background, self.magnification, self.output, self.colormap, self.opacity,
             self.tissue_only, self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
-            self.info, self.legend, self.status,
+            self.info, self.legend, self.status, self.display,
         ])  # fmt: skip
         for box in (self.prompts, self.background):
             box.native.setMaximumHeight(80 if box is self.prompts else 50)
@@ -114,6 +116,11 @@ class HeatmapWidget(Container):
         self.check_vocabulary()
         self.opacity.changed.connect(self._restyle)
         self.colormap.changed.connect(self._restyle)
+        for w in (self.display.focus, self.display.threshold, self.display.fade,
+                  self.display.outline, self.display.bilinear, self.display.colorbar):
+            w.changed.connect(self._restyle)  # fmt: skip
+        self.display.regions.changed.connect(self._go_to_region)
+        self.display.save_btn.changed.connect(self.save_regions)
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
         self.native.destroyed.connect(self._stop_all)
@@ -229,6 +236,9 @@ class HeatmapWidget(Container):
         job.request, job.slide_layer, job.slide, job.key = request, layer, slide, key
         self.job = job
         self.jobs = [j for j in self.jobs if not j.finished] + [job]  # running ones, for close
+        if self.follow.value and self.follower is None:  # on by default: follow from now on
+            self.follower = ViewFollower(self.viewer, layer, slide, self.run_region)
+            self.follower.last = view_state(self.viewer, layer, slide)  # this view is covered
         self.progress.value = 0
         self.status.value = f"loading {key[0]}..." if key not in self._engines else "computing..."
         return job.start()
@@ -270,10 +280,33 @@ class HeatmapWidget(Container):
             self.legend.visible = True
             return [show_argmax(self.viewer, self.canvas, slide_layer, opacity=self.opacity.value)]
         self.legend.value, self.legend.visible = "", False
-        return show_per_prompt(
-            self.viewer, self.canvas, slide_layer,
-            colormap=self.colormap.value, opacity=self.opacity.value,
+        layers = show_per_prompt(
+            self.viewer, self.canvas, slide_layer, colormap=self.colormap.value,
+            opacity=self.opacity.value, smooth=bool(self.display.bilinear.value),
         )  # fmt: skip
+        req = getattr(self.job, "request", None)
+        entries = len(req.prompts) + len(req.background) if req is not None else 0
+        self.display.apply(
+            self.viewer, self.canvas, slide_layer, self._mode(), self.colormap.value, entries
+        )
+        return layers
+
+    def _mode(self) -> str:
+        return getattr(getattr(self.job, "request", None), "mode", "softmax")
+
+    def _go_to_region(self, value=None) -> None:
+        if value:
+            self.display.go_to(int(value[0]))
+
+    def save_regions(self, value=None):
+        """Regions above the threshold -> a Shapes layer (+ QuPath GeoJSON if a file is set)."""
+        try:
+            layer, slide = self.current_slide()
+            n, path = self.display.save_regions(self.display.save_path.value, [slide.path])
+        except (PanelInputError, ValueError, OSError) as e:
+            return self._fail(e)
+        self.status.value = f"{n} region(s) added" + (f", written to {path}" if path else "")
+        return n, path
 
     def on_done(self, job: HeatmapJob) -> None:
         if job is self.job and job.error is None and not job.cancelled:
@@ -299,13 +332,13 @@ class HeatmapWidget(Container):
         self.info.value = f"{getattr(encoder, 'model_id', key[0])} · {device} · batch {batch}"
 
     def _restyle(self, value=None) -> None:
-        from .layers import HEATMAP_KEY, heatmap_colormap
+        from .layers import HEATMAP_KEY
 
         for layer in self.viewer.layers:
             if HEATMAP_KEY in layer.metadata:
                 layer.opacity = self.opacity.value
-                if "prompt" in layer.metadata:
-                    layer.colormap = heatmap_colormap(self.colormap.value)
+        if self.canvas is not None and self.job is not None:
+            self.show_canvas(self.job.slide_layer)
 
     # -- follow the view ---------------------------------------------------------------------
     def set_follow(self, on: bool) -> None:

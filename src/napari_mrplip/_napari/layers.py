@@ -50,6 +50,7 @@ class HeatmapCanvas:
     mpp: float | None = None
     tag: str = ""
     done_cells: set = field(default_factory=set, repr=False)
+    dims_level0: tuple[int, int] | None = None
 
     @classmethod
     def for_result(cls, result: HeatmapResult, dims_level0: tuple[int, int], tag: str = ""):
@@ -64,7 +65,8 @@ class HeatmapCanvas:
         cols = max(1, math.ceil((dims_level0[0] - ox) / step))
         rows = max(1, math.ceil((dims_level0[1] - oy) / step))
         scores = np.full((len(result.prompts), rows, cols), np.nan, dtype=np.float32)
-        return cls(scores, list(result.prompts), (ox, oy), step, result.mpp, tag)
+        dims = (int(dims_level0[0]), int(dims_level0[1]))
+        return cls(scores, list(result.prompts), (ox, oy), step, result.mpp, tag, dims_level0=dims)
 
     def accepts(self, result: HeatmapResult, tag: str = "") -> bool:
         """True when ``result`` lies on this canvas's grid (same step, prompts, phase, tag)."""
@@ -104,6 +106,7 @@ class HeatmapCanvas:
             step_level0=self.step_level0,
             tile_level0=self.step_level0,
             mpp=self.mpp,
+            slide_dims_level0=self.dims_level0,
         )
 
 
@@ -127,12 +130,22 @@ def placement_on(
     return scale, translate
 
 
-def heatmap_colormap(name: str = "inferno"):
-    """A perceptual napari colormap whose NaN colour (unscored cells) is transparent."""
-    from napari.utils.colormaps import ensure_colormap
+def heatmap_colormap(name: str = "inferno", fade: bool = False):
+    """A perceptual napari colormap whose NaN colour (unscored cells) and lowest value (at or
+    below the threshold) are transparent; ``fade`` ramps opacity up with the value, so low
+    scores barely tint the slide (``heatmap.display.alpha_ramp``)."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
 
-    cmap = ensure_colormap(name)
-    return cmap.model_copy(update={"nan_color": np.zeros(4, dtype=np.float32)})
+    from napari_mrplip.heatmap.display import alpha_ramp
+
+    base = ensure_colormap(name)
+    x = np.linspace(0.0, 1.0, 256)
+    colors = np.asarray(base.map(x), np.float32)
+    colors[:, 3] = alpha_ramp(256, fade)
+    return Colormap(
+        colors=colors, controls=x, name=f"{name}{'-fade' if fade else ''}-mrplip",
+        nan_color=np.zeros(4, np.float32),
+    )  # fmt: skip
 
 
 def argmax_labels(scores: np.ndarray) -> np.ndarray:
@@ -171,14 +184,25 @@ def _find(viewer, key: str):
 
 
 def show_per_prompt(
-    viewer, canvas: HeatmapCanvas, slide_layer, *, colormap="inferno", opacity=0.45
-):
-    """Create or update one float32 Image layer per prompt, in place. Returns the layers."""
-    scale, translate = placement_on(canvas.as_result(), slide_layer)
+    viewer, canvas: HeatmapCanvas, slide_layer, *, colormap="inferno", opacity=0.45,
+    contrast_limits=(0.0, 1.0), fade=False, smooth=True,
+):  # fmt: skip
+    """Create or update one float32 Image layer per prompt, in place. Returns the layers.
+
+    Layers hold ``heatmap.display.display_raster`` of the canvas: cut at the slide's edge,
+    bilinear between cell centres when ``smooth``.
+    """
+    from napari_mrplip.heatmap.display import display_raster
+
+    raster, origin, pixel = display_raster(
+        canvas.scores, canvas.origin_level0, canvas.step_level0, canvas.dims_level0, smooth
+    )
+    placed = HeatmapResult(raster, canvas.prompts, origin, pixel, pixel, mpp=canvas.mpp)
+    scale, translate = placement_on(placed, slide_layer)
     layers = []
     for i, prompt in enumerate(canvas.prompts):
         key = f"{canvas.tag}|{i}|{prompt}"
-        data = canvas.scores[i]
+        data = raster[i]
         layer = _find(viewer, key)
         if layer is not None and layer.data.shape == data.shape:
             layer.data = data
@@ -189,8 +213,8 @@ def show_per_prompt(
             layer = viewer.add_image(
                 data,
                 name=f"heatmap: {prompt}",
-                colormap=heatmap_colormap(colormap),
-                contrast_limits=(0.0, 1.0),
+                colormap=heatmap_colormap(colormap, fade),
+                contrast_limits=contrast_limits,
                 opacity=opacity,
                 blending="translucent",
                 scale=scale,
