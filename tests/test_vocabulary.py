@@ -75,5 +75,5 @@ def test_cli_warns_on_stderr(tmp_path, capsys):
     rc = main(["heatmap", str(tmp_path / "missing.svs"), "--prompt", "tumour", "--prompt",
                "dense nuclei", "--out", str(tmp_path / "h.ome.tif"), "--device", "cpu"])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 1  # the missing slide; the warning came first
+    assert rc == 2  # every slide failed (the missing one); the warning came first
     assert "warning: prompt 'tumour'" in err and "dense nuclei" not in err.split("missing")[0]
