@@ -31,10 +31,9 @@ TINY_ENCODER = {
 
 
 def features_config(feature_dim: int) -> dict:
-    """A test-sized MR-PLIP reading ``feature_dim``-d features (deterministic losses)."""
+    """A test-sized MR-PLIP reading ``feature_dim``-d features (all five losses)."""
     cfg = {**TINY_ENCODER, "name": "mrplip-scale-features"}
     cfg["vision"] = {"kind": "features", "feature_dim": feature_dim, "width": 32}
-    cfg["loss_weights"] = {"itc": 1.0, "cvta": 1.0, "mrtva": 1.0, "itm": 0.0, "mlm": 0.0}
     return cfg
 
 

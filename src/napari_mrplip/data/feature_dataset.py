@@ -83,7 +83,9 @@ class EncoderFeatures:
         if self._encoder is None:
             from napari_mrplip.models.encoders import get_encoder
 
-            self._encoder = get_encoder(self.spec, device=self.device)
+            # Loading builds a model: keep the training RNG (MLM masks, ITM negatives) as is.
+            with torch.random.fork_rng(devices=[]):
+                self._encoder = get_encoder(self.spec, device=self.device)
         return self._encoder
 
     def __call__(self, rec: dict, index: int) -> np.ndarray:

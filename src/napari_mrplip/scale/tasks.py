@@ -32,11 +32,14 @@ def get_captioner(spec, device: str):
 
 def get_encoder(spec: str, device: str):
     """``models.encoders.get_encoder(spec, device)``, loaded once per process and device."""
+    import torch
+
     from napari_mrplip.models.encoders import get_encoder as load
 
     key = ("encoder", str(spec), device)
     if key not in _POOL:
-        _POOL[key] = load(str(spec), device=device)
+        with torch.random.fork_rng(devices=[]):  # building a model must not move the global RNG
+            _POOL[key] = load(str(spec), device=device)
     return _POOL[key]
 
 
