@@ -43,7 +43,8 @@ def configure_manifest(parser: argparse.ArgumentParser) -> None:
 
 
 def run_manifest(args: argparse.Namespace) -> int:
-    """Run ``mrplip manifest``: exit 0, 1 when some slides failed, 2 on bad options."""
+    """Run ``mrplip manifest``: exit 0, 1 when some slides failed, 2 on bad options or when
+    every slide failed."""
     from .pipeline import build_manifest_at_scale
 
     if args.workers < 1 or args.batch_tiles < 1 or args.parents_per_slide < 1:
@@ -58,7 +59,7 @@ def run_manifest(args: argparse.Namespace) -> int:
             magnifications=tuple(args.magnifications), tile_px=args.tile_px, seed=args.seed,
             slide_mpp=args.slide_mpp, children_per_parent=args.children_per_parent,
         )  # fmt: skip
-    except ValueError as e:
+    except ValueError as e:  # e.g. no bags at all
         print(f"mrplip manifest: {e}", file=sys.stderr)
         return 2
     return _report("manifest", summary)
@@ -68,6 +69,8 @@ def _report(stage: str, summary: dict) -> int:
     print(json.dumps({k: v for k, v in summary.items() if k != "per_slide"}))
     for f in summary["failures"]:
         print(f"mrplip {stage}: skipped {f['slide']}: {f['error']}", file=sys.stderr)
+    if summary["failed"] and summary["failed"] == summary["slides"]:
+        return 2  # the convention of the batch commands: every slide failed
     return 1 if summary["failed"] else 0
 
 

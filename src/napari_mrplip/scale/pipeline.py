@@ -117,7 +117,8 @@ def build_manifest_at_scale(
             from .tasks import get_captioner
 
             cap = get_captioner(cap, "cpu")  # only its name/version key the cache
-        merge_manifest(jobs, cap, cache_dir_for(out_path), out_path)
+        if summary["failed"] < summary["slides"]:  # when every slide failed: the summary only
+            merge_manifest(jobs, cap, cache_dir_for(out_path), out_path)
         _write_json(out_path.with_name(out_path.name + ".summary.json"), summary)
         events.emit("done", stage="manifest", summary={k: v for k, v in summary.items()
                                                        if k != "per_slide"})  # fmt: skip
