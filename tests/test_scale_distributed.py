@@ -114,3 +114,25 @@ def test_torchrun_two_ranks_identical_and_resume_after_sigkill(reference, slides
     _logged_once(tmp_path / "log", reference["tiles"])  # nothing captioned twice
     assert filecmp.cmp(tmp_path / "m.jsonl", reference["root"] / "m.jsonl", shallow=False)
     _same_store(tmp_path / "store.zarr", reference["root"] / "store.zarr", tmp_path / "m.jsonl")
+
+
+def test_two_runs_writing_one_cache_and_store_at_once(reference, slides, tmp_path):
+    code = (
+        "import sys; sys.path.insert(0, {tests!r}); from scale_helpers import CountingCaptioner;"
+        "from napari_mrplip.scale.pipeline import build_feature_store, build_manifest_at_scale;"
+        "cap = CountingCaptioner({log!r});"
+        "build_manifest_at_scale({slides!r}, {m!r}, cap, backend='local', device='cpu',"
+        " batch_tiles=3, n_parents_per_slide=3, children_per_parent=1, tile_px=64);"
+        "build_feature_store({m!r}, {store!r}, {enc!r}, backend='local', device='cpu',"
+        " bags_per_shard=2)"
+    ).format(tests=str(TESTS), log=str(tmp_path / "log"), slides=slides,
+             m=str(tmp_path / "m.jsonl"), store=str(tmp_path / "store.zarr"),
+             enc=str(reference["encoder"]))  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+            for _ in range(2)]  # fmt: skip
+    for p in runs:
+        assert p.wait(timeout=400) == 0, p.stderr.read().decode()[-2000:]
+    _logged_once(tmp_path / "log", reference["tiles"])  # the second run waited, then reused
+    assert filecmp.cmp(tmp_path / "m.jsonl", reference["root"] / "m.jsonl", shallow=False)
+    _same_store(tmp_path / "store.zarr", reference["root"] / "store.zarr", tmp_path / "m.jsonl")
