@@ -82,39 +82,45 @@ def conch_tokenizer(path: Path) -> None:
 class Reference:
     """CONCH's contrastive forward over a state dict with its published key names."""
 
-    def __init__(self, seed: int = 5):
+    def __init__(self, cfg: dict = CONFIG, seed: int = 5):
         from open_clip.transformer import AttentionalPooler, TextTransformer
         from timm.models.vision_transformer import VisionTransformer
 
         torch.manual_seed(seed)
-        v, t = CONFIG["vision_cfg"], CONFIG["text_cfg"]
+        v, t = cfg["vision_cfg"], cfg["text_cfg"]
+        dim, self.size, self.ctx = cfg["embed_dim"], v["image_size"], t["context_length"]
+        width, self.width = v.get("width", 768), t["width"]
+        assert v["attn_pooler_heads"] == 8
         self.trunk = VisionTransformer(
-            img_size=SIZE,
-            patch_size=16,
-            embed_dim=WIDTH,
-            depth=2,
-            num_heads=4,
+            img_size=self.size,
+            patch_size=v["patch_size"],
+            embed_dim=width,
+            depth=v.get("layers", 12),
+            num_heads=v.get("num_heads", 12),
             num_classes=0,
             global_pool="",
         ).eval()
-        self.pool = AttentionalPooler(DIM, WIDTH, n_head=8, n_queries=1).eval()
-        self.pool_caption = AttentionalPooler(WIDTH, WIDTH, n_head=8, n_queries=4)
-        self.ln = torch.nn.LayerNorm(DIM)
+        self.pool = AttentionalPooler(dim, width, n_head=8, n_queries=1).eval()
+        cap = cfg["embed_dim_caption"]
+        self.pool_caption = AttentionalPooler(
+            cap, width, n_head=8, n_queries=v["n_queries_caption"]
+        )
+        self.ln = torch.nn.LayerNorm(dim)
         torch.nn.init.normal_(self.ln.weight, 1.0, 0.2)
         torch.nn.init.normal_(self.ln.bias, 0.0, 0.2)
-        self.proj = torch.randn(DIM, DIM) * DIM**-0.5
+        self.proj = torch.randn(dim, dim) * dim**-0.5
         self.text = TextTransformer(
-            context_length=t["context_length"] - 1,
-            vocab_size=VOCAB,
-            width=WIDTH,
-            heads=4,
-            layers=2,
-            output_dim=DIM,
+            context_length=self.ctx - 1,
+            vocab_size=t["vocab_size"],
+            width=t["width"],
+            heads=t["heads"],
+            layers=t["layers"],
+            output_dim=dim,
             embed_cls=True,
             pad_id=0,
         ).eval()
         torch.nn.init.normal_(self.text.cls_emb, std=0.5)
-        assert v["attn_pooler_heads"] == 8
+        self.cap = cap
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"visual.trunk.{k}": x for k, x in self.trunk.state_dict().items()}
@@ -124,23 +130,22 @@ class Reference:
         }
         state |= {f"visual.ln_contrast.{k}": x for k, x in self.ln.state_dict().items()}
         state |= {
-            "visual.ln_caption.weight": torch.ones(WIDTH),
-            "visual.ln_caption.bias": torch.zeros(WIDTH),
+            "visual.ln_caption.weight": torch.ones(self.cap),
+            "visual.ln_caption.bias": torch.zeros(self.cap),
         }
         state["visual.proj_contrast"] = self.proj
         state |= {f"text.{k}": x for k, x in self.text.state_dict().items()}
-        state["text_decoder.ln_final.weight"] = torch.ones(WIDTH)  # skipped: captioning only
-        state["text.attn_mask"] = torch.zeros(CTX, CTX)  # older files carry this buffer
+        state["text_decoder.ln_final.weight"] = torch.ones(self.width)  # skipped: captioning only
+        state["text.attn_mask"] = torch.zeros(self.ctx, self.ctx)  # older files carry this buffer
         state["logit_scale"] = torch.tensor(np.log(1 / 0.07), dtype=torch.float32)
         return state
 
     @torch.no_grad()
     def image(self, tiles: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True) / 255
-        x = (x - torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)) / torch.tensor(OPENAI_STD).view(
-            1, 3, 1, 1
-        )
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True) / 255
+        mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+        x = (x - mean) / torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
         tokens = self.trunk(x)  # (B, 1 + N, W): global_pool='' keeps every token
         return self.ln(self.pool(tokens)[:, 0]) @ self.proj
 
@@ -156,7 +161,7 @@ class Reference:
         )
         ids = tok(  # CONCH calls batch_encode_plus (removed in transformers 5): same arguments
             texts,
-            max_length=CTX - 1,
+            max_length=self.ctx - 1,
             truncation=True,
             padding="max_length",
             return_tensors="pt",
@@ -278,3 +283,62 @@ def test_missing_weights_and_oversized_config(tmp_path, conch_package, monkeypat
     torch.save({"logit_scale": torch.tensor(1.0)}, out / "pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="do not belong together"):
         get_encoder(str(out), device="cpu")
+
+
+#: CONCH's published conch_ViT-B-16.json (vision width/depth/heads are timm ViT-B/16's).
+NATIVE = {
+    "embed_dim": 512,
+    "embed_dim_caption": 768,
+    "vision_cfg": {
+        "image_size": 448,
+        "patch_size": 16,
+        "attentional_pool_caption": True,
+        "attentional_pool_contrast": True,
+        "attn_pooler_heads": 8,
+        "n_queries_contrast": 1,
+        "n_queries_caption": 256,
+        "output_tokens": True,
+    },
+    "text_cfg": {
+        "context_length": 128,
+        "vocab_size": 32007,
+        "width": 768,
+        "heads": 12,
+        "layers": 12,
+        "embed_cls": True,
+        "output_tokens": True,
+    },
+    "multimodal_cfg": {
+        "context_length": 128,
+        "vocab_size": 32007,
+        "width": 768,
+        "heads": 12,
+        "layers": 12,
+    },
+    "custom_text": True,
+}
+
+
+@pytest.mark.slow
+def test_native_size_conch_matches_the_reference(tmp_path, monkeypatch):
+    """The published architecture at full size (448 px, ViT-B/16, 12-layer text, 32007 tokens)."""
+    site = tmp_path / "site"
+    pkg = site / "conch" / "open_clip_custom"
+    (pkg / "tokenizers").mkdir(parents=True)
+    (pkg / "model_configs").mkdir()
+    (site / "conch" / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    conch_tokenizer(pkg / "tokenizers" / "conch_byte_level_bpe_uncased.json")
+    (pkg / "model_configs" / "conch_ViT-B-16.json").write_text(json.dumps(NATIVE))
+    monkeypatch.syspath_prepend(str(site))
+    out = tmp_path / "CONCH"
+    out.mkdir()
+    ref = Reference(NATIVE, seed=7)
+    torch.save(ref.state_dict(), out / "pytorch_model.bin")
+    (out / "meta.yaml").write_text("model_name: conch_ViT-B-16\n")
+    with pytest.warns(UserWarning):
+        enc = get_encoder(str(out), device="cpu")
+    assert enc.input_size == 448 and enc.context_length == 128 and enc.embed_dim == 512
+    tiles = _tiles(2, px=512)
+    assert _cos(enc.encode_tiles(tiles), ref.image(tiles)).min() >= 0.9999
+    tok = pkg / "tokenizers" / "conch_byte_level_bpe_uncased.json"
+    assert _cos(enc.encode_text(TEXTS), ref.text_embed(tok, TEXTS)).min() >= 0.9999
