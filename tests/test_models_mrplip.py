@@ -71,13 +71,31 @@ def test_compute_losses_keys_and_weighted_sum(cfg):
     model = build_model(cfg)
     batch = random_batch(cfg, batch_size=3, n_mags=2)
     losses = model.compute_losses(batch, generator=torch.Generator().manual_seed(0))
-    assert set(losses) == {f"{n}_loss" for n in LOSS_NAMES} | {"loss"}
+    assert set(losses) == {f"{n}_loss" for n in cfg.enabled_losses} | {"loss"}
+    assert set(cfg.enabled_losses) == set(LOSS_NAMES) - {"dta"}  # dta is opt-in
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
-    total = sum(cfg.loss_weights[n] * losses[f"{n}_loss"] for n in LOSS_NAMES)
+    total = sum(cfg.loss_weights[n] * losses[f"{n}_loss"] for n in cfg.enabled_losses)
     assert losses["loss"].item() == pytest.approx(total.item())
     weights = {"itc": 0.5, "cvta": 0.0, "mrtva": 2.0, "itm": 0.0, "mlm": 1.0}
     partial = build_model(micro_config(loss_weights=weights)).compute_losses(batch)
     assert set(partial) == {"itc_loss", "mrtva_loss", "mlm_loss", "loss"}
+
+
+def test_dense_token_alignment_term_trains_the_token_projection():
+    weights = {**dict.fromkeys(LOSS_NAMES, 0.0), "dta": 1.0}
+    cfg = micro_config(loss_weights=weights)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    batch = random_batch(cfg, batch_size=3, n_mags=2)
+    losses = model.compute_losses(batch)
+    assert set(losses) == {"dta_loss", "loss"} and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert model.visual.vit.proj.grad.abs().sum() > 0  # tokens go through the tile projection
+    x = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    pooled, dense = model.encode_image_dense(x)
+    g = cfg.image_size // cfg.vision.patch_size
+    assert dense.shape == (2, g, g, cfg.embed_dim)
+    torch.testing.assert_close(pooled, model.encode_image(x))
 
 
 def test_itc_only_is_a_plain_clip_step(cfg):
@@ -204,7 +222,7 @@ def test_frozen_features_model_reads_batch_features():
     model = build_model(cfg)
     batch = random_batch(cfg, batch_size=3, n_mags=2)
     losses = model.compute_losses(batch, generator=torch.Generator().manual_seed(0))
-    assert set(losses) == {f"{n}_loss" for n in LOSS_NAMES} | {"loss"}
+    assert set(losses) == {f"{n}_loss" for n in cfg.enabled_losses} | {"loss"}
     assert model.encode_image(batch.features[:, 0]).shape == (3, cfg.embed_dim)
     batch.features = torch.randn(3, 5, 4, 48)  # token features (B, N, T, F)
     assert torch.isfinite(model.compute_losses(batch)["loss"])

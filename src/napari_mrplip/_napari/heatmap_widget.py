@@ -26,6 +26,7 @@ from magicgui.widgets import (
     TextEdit,
 )
 
+from napari_mrplip.heatmap.dense import TokenCache
 from napari_mrplip.heatmap.result import HeatmapRequest, HeatmapResult
 
 from .heatmap_display import DisplayControls
@@ -46,6 +47,8 @@ MAGNIFICATIONS = {
     "1.25x (8 µm/px)": 8.0,
 }
 OUTPUTS = ("one layer per prompt", "argmax labels")
+#: Map detail: one score per tile, or a grid per tile from its patch tokens (heatmap.dense).
+DETAILS = ("tile", "dense (sub-tile, MR-PLIP)")
 
 
 class PanelInputError(ValueError):
@@ -80,6 +83,7 @@ class HeatmapWidget(Container):
         self.background = TextEdit(label="background", value="background")
         self.magnification = ComboBox(label="magnification", choices=list(MAGNIFICATIONS))
         self.output = ComboBox(label="output", choices=list(OUTPUTS))
+        self.detail = ComboBox(label="detail", choices=list(DETAILS), value=DETAILS[0])
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value="viridis")
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, step=0.05, value=0.8)
         self.tissue_only = CheckBox(text="tissue only (skip glass)", value=True)
@@ -106,6 +110,7 @@ class HeatmapWidget(Container):
         self.canvas: HeatmapCanvas | None = None
         self.follower: ViewFollower | None = None
         self._engines: dict[tuple, object] = {}
+        self._tokens = TokenCache()  # patch-token features of dense runs (bounded)
         self._engine_lock = threading.Lock()
         self.run_view_btn.changed.connect(self.run_view)
         self.run_slide_btn.changed.connect(self.run_whole_slide)
@@ -227,11 +232,19 @@ class HeatmapWidget(Container):
         import_torch_safely()  # never first inside a worker thread, never crashing on triton
         key = self._engine_key()
 
+        dense = self.detail.value == DETAILS[1]
+
         def produce(cancel: threading.Event):
             engine = self.engine(key)
-            yield from engine.run(slide, request, cancel)
+            if not dense:
+                yield from engine.run(slide, request, cancel)
+                return
+            from napari_mrplip.heatmap.dense import run_dense
 
-        tag = f"{key[0]}|{'/'.join(request.background)}"
+            for result, _tile in run_dense(engine, slide, request, self._tokens, cancel):
+                yield result
+
+        tag = f"{key[0]}|{'/'.join(request.background)}|{'dense' if dense else 'tile'}"
         job = HeatmapJob(produce, self.on_result, self.on_done, self.on_error, label=tag)
         job.request, job.slide_layer, job.slide, job.key = request, layer, slide, key
         self.job = job

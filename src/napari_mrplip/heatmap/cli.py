@@ -75,6 +75,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--all-tiles", action="store_true", help="score glass too (default: tissue tiles only)"
     )
     parser.add_argument(
+        "--dense",
+        action="store_true",
+        help="sub-tile maps from the patch tokens (g x g scores per tile, MR-PLIP models)",
+    )
+    parser.add_argument(
         "--geojson",
         type=ct.fraction(0.0, 1.0, "the GeoJSON threshold"),
         default=None,
@@ -104,7 +109,7 @@ def job_from_args(args: argparse.Namespace):
         background=tuple(args.background), model=args.model, mpp=args.mpp,
         slide_mpp=args.slide_mpp, device=args.device, batch_size=args.batch_size,
         overlap=args.overlap, mode=args.mode, workers=args.workers, cache_dir=args.cache,
-        tissue_only=not args.all_tiles, geojson_threshold=args.geojson,
+        tissue_only=not args.all_tiles, geojson_threshold=args.geojson, dense=args.dense,
         out_suffix="." + args.format, overwrite=args.overwrite, max_tiles=args.max_tiles,
     )  # fmt: skip
 
@@ -131,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
         check_outputs(job)  # the output policy, before any work
         if args.scheduler is None:
             encoder = load_encoder(job.model, job.device)  # fail before the first slide
+            if job.dense:
+                from napari_mrplip.heatmap.dense import dense_grid_of
+
+                dense_grid_of(encoder)  # DenseUnavailableError (a ValueError): exit 2
             for msg in prompt_warnings(getattr(encoder, "vocabulary", None), job.prompts):
                 print(f"mrplip heatmap: warning: {msg}", file=sys.stderr)
     except (PromptError, ModelUnavailableError, DeviceUnavailableError, ValueError) as e:

@@ -70,6 +70,7 @@ class HeatmapJob:
     cache_dir: str | None = None
     tissue_only: bool = True
     geojson_threshold: float | None = None
+    dense: bool = False  # patch-token (sub-tile) maps, heatmap.dense
     out_suffix: str = ".ome.tif"
     overwrite: bool = False
     max_tiles: int | None = None
@@ -178,7 +179,12 @@ def heatmap_one(job: HeatmapJob, slide_path: str, out_path: str, loader: Callabl
     cache = EmbeddingCache(disk_dir=job.cache_dir) if job.cache_dir else None
     engine = HeatmapEngine(encoder, cache=cache, batch_size=job.batch_size, workers=job.workers)
     with open_slide(slide_path, mpp=job.slide_mpp) as slide:
-        result = engine.compute(slide, _request(job, slide))
+        if job.dense:
+            from napari_mrplip.heatmap.dense import compute_dense
+
+            result, _tile = compute_dense(engine, slide, _request(job, slide))
+        else:
+            result = engine.compute(slide, _request(job, slide))
     path = write_heatmap(result, out_path, overwrite=job.overwrite, inputs=job.slides)
     summary = {
         "slide": str(slide_path), "out": str(path), "tiles": result.total,

@@ -28,7 +28,7 @@ MAX_VOCAB = 1_000_000
 _ZERO_OK = {"token_embed_dim", "visual_tokens"}
 
 #: Loss names, in the order they are reported.
-LOSS_NAMES = ("itc", "cvta", "mrtva", "itm", "mlm")
+LOSS_NAMES = ("itc", "cvta", "mrtva", "itm", "mlm", "dta")
 
 
 @dataclass
@@ -93,9 +93,10 @@ class MRPLIPConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)  # fusion encoder
     mrtva: MRTVAConfig = field(default_factory=MRTVAConfig)  # MRTVA heads
     loss_weights: dict[str, float] = field(  # weight per loss term; 0 disables (never computed)
-        default_factory=lambda: dict.fromkeys(LOSS_NAMES, 1.0)
-    )
+        default_factory=lambda: {**dict.fromkeys(LOSS_NAMES, 1.0), "dta": 0.0}
+    )  # dta (dense token alignment) is off unless a config enables it
     cvta_topk: int = 3  # positives per patch in CVTA, and keywords fed to the fusion encoder
+    dense_topk: int = 4  # patch tokens per keyword aligned by the dense (dta) loss
     mlm_probability: float = 0.15  # fraction of caption tokens masked for MLM
     init_temperature: float = 0.07  # initial contrastive temperature (logit_scale = log(1/t))
     max_logit_scale: float = 100.0  # clamp of exp(logit_scale), as in CLIP
@@ -196,6 +197,10 @@ def _validate(cfg: MRPLIPConfig) -> None:
         raise ConfigError("keyword_context_length cannot exceed context_length")
     if cfg.cvta_topk < 1:
         raise ConfigError("cvta_topk must be >= 1")
+    if cfg.dense_topk < 1:
+        raise ConfigError("dense_topk must be >= 1")
+    if cfg.loss_weights.get("dta") and cfg.vision.kind != "vit":
+        raise ConfigError("the dense token loss (dta) needs a ViT image tower (vision.kind='vit')")
     if not 0.0 < cfg.mlm_probability < 1.0:
         raise ConfigError("mlm_probability must be in (0, 1)")
     for name, width, heads in (

@@ -103,6 +103,49 @@ def cvta_loss(
     return loss, top_idx, top_valid
 
 
+def dense_alignment_loss(
+    tokens: torch.Tensor,
+    keywords: torch.Tensor,
+    present: torch.Tensor,
+    topk: int,
+    logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """Dense token alignment (dta): CVTA's top-k selection moved to the patch tokens.
+
+    For every keyword a tile's bag mentions, the ``topk`` patch tokens of the tile most
+    similar to it (chosen without gradient) must pick that keyword out of every distinct
+    keyword in the batch. A keyword is thus learnt *where* it shows in the tile, and the
+    selected tokens are pushed away from the keywords of other tiles ("brown DAB-positive
+    nuclei" vs "hematoxylin counterstain"): multiple-instance learning over tokens.
+
+    ``L = -mean_{m, u in bag(m), t in topk_m(u)} log softmax_u'(s * p_{m,t} . w_u')[u]``
+
+    Parameters
+    ----------
+    tokens : torch.Tensor
+        ``(M, T, D)`` L2-normalised patch-token embeddings of M tiles.
+    keywords : torch.Tensor
+        ``(U, D)`` L2-normalised embeddings of the batch's distinct keywords.
+    present : torch.Tensor
+        ``(M, U)`` bool, True where tile m's bag has keyword u.
+    topk : int
+        Tokens aligned per (tile, keyword).
+    logit_scale : torch.Tensor
+        Scalar ``1 / tau``.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar (0 when no tile has a keyword).
+    """
+    logits = logit_scale * torch.einsum("mtd,ud->mtu", tokens, keywords)
+    k = min(int(topk), tokens.shape[1])
+    sel = logits.detach().topk(k, dim=1).indices  # (M, k, U): best tokens per keyword
+    logp = logits.log_softmax(dim=-1).gather(1, sel)  # logp[m, sel[m, j, u], u]
+    weight = present[:, None, :].to(logp.dtype)
+    return -(logp * weight).sum() / (weight.sum() * k).clamp(min=1.0)
+
+
 def negative_cosine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -cos(p, stopgrad(z)), averaged over rows."""
     return -F.cosine_similarity(pred, target.detach(), dim=-1).mean()

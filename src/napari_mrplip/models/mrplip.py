@@ -15,6 +15,7 @@ from napari_mrplip.models.heads import ITMHead, MLMHead, MRTVAHeads
 from napari_mrplip.models.losses import (
     IGNORE_INDEX,
     cvta_loss,
+    dense_alignment_loss,
     itc_loss,
     itm_loss,
     magnification_groups,
@@ -97,6 +98,23 @@ class MRPLIP(nn.Module):
         pooled, _ = self.visual(images)
         return F.normalize(pooled, dim=-1) if normalize else pooled
 
+    def encode_image_dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One vision pass -> L2-normalised ``(B, D)`` tile and ``(B, g, g, D)`` patch-token
+        embeddings (tokens through the same projection as the pooled embedding)."""
+        pooled, tokens = self.visual(images)
+        dense = self._project_tokens(tokens)
+        g = int(round(dense.shape[1] ** 0.5))
+        return F.normalize(pooled, dim=-1), dense.reshape(dense.shape[0], g, g, -1)
+
+    def _project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        vit = getattr(self.visual, "vit", None)
+        if vit is None or getattr(vit, "proj", None) is None:
+            raise ValueError(
+                "dense (patch-token) maps need a ViT image tower; this model reads "
+                "precomputed features: use tile maps"
+            )
+        return F.normalize(tokens @ vit.proj.to(tokens.dtype), dim=-1)
+
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         """Tokens ``(B, L)`` -> ``(B, D)``."""
         pooled, _ = self.text(tokens)
@@ -162,6 +180,8 @@ class MRPLIP(nn.Module):
             )
         if "mlm" in on:
             losses["mlm_loss"] = self._mlm(captions, vis_tok, generator)
+        if "dta" in on:
+            losses["dta_loss"] = self._dense_loss(batch, vis_tok, scale)
         losses["loss"] = sum(cfg.loss_weights[name] * losses[f"{name}_loss"] for name in on)
         return losses
 
@@ -178,6 +198,19 @@ class MRPLIP(nn.Module):
                 )
             return batch.features.reshape(bsz * n_tiles, *batch.features.shape[2:])
         return self.preprocess(batch.images.reshape(bsz * n_tiles, *batch.images.shape[2:]))
+
+    def _dense_loss(self, batch, vis_tok, scale) -> torch.Tensor:
+        """Dense token alignment of every tile's patch tokens with its bag's keywords."""
+        bsz, n_kw = batch.keyword_mask.shape
+        n_tiles = batch.caption_tokens.shape[1]
+        kw_ids = self._trim(batch.keyword_tokens.reshape(bsz * n_kw, -1))
+        unique_ids, inverse = torch.unique(kw_ids, dim=0, return_inverse=True)
+        unique_n = F.normalize(self.text(unique_ids)[0], dim=-1)
+        onehot = F.one_hot(inverse, len(unique_ids)).view(bsz, n_kw, -1).bool()
+        bag_has = (onehot & batch.keyword_mask.bool()[..., None]).any(dim=1)  # (B, U)
+        present = bag_has.repeat_interleave(n_tiles, dim=0)  # tiles are bag-major
+        tokens = self._project_tokens(vis_tok)
+        return dense_alignment_loss(tokens, unique_n, present, self.config.dense_topk, scale)
 
     def _keyword_losses(self, batch, img_n, vis_tok, scale, want_mrtva):
         """CVTA over the bag's keywords, then MRTVA on z fused with each patch's top-k."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from napari_mrplip.models.encoders.base import TorchEncoder, pick_device
+import numpy as np
+import torch
+
+from napari_mrplip.models.encoders.base import TorchEncoder, normalise_tiles, pick_device
 from napari_mrplip.models.encoders.weights import weights_fingerprint
 from napari_mrplip.models.errors import ModelLoadError
 from napari_mrplip.models.vocabulary import TrainingVocabulary
@@ -12,6 +15,31 @@ class MRPLIPEncoder(TorchEncoder):
     """``EncoderBackend`` over an ``MRPLIP`` model; tiles embed to its projected image embedding."""
 
     is_mrplip = True
+    #: Patch tokens per tile side (``image_size / patch_size``; 0 = no dense maps).
+    dense_grid = 0
+
+    def encode_tiles_dense(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One image pass -> tile and patch-token embeddings.
+
+        Returns
+        -------
+        tiles_emb : np.ndarray
+            ``(B, D)`` float32, L2-normalised (equal to :meth:`encode_tiles`).
+        dense : np.ndarray
+            ``(B, g, g, D)`` float16, L2-normalised patch tokens projected into the shared
+            space (g = image size / patch size, 7 for mrplip-tiny).
+        """
+        arr = np.asarray(tiles)
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"expected uint8 tiles (B, H, W, 3), got {arr.dtype} {arr.shape}")
+        self.image_encode_calls += 1
+        model = self.full_precision()
+        with torch.inference_mode(), self._ctx():
+            x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+            x = normalise_tiles(x, self.input_size, self.mean, self.std)
+            pooled, dense = model.encode_image_dense(x)
+        dense = dense.float().cpu().numpy().astype(np.float16)
+        return pooled.float().cpu().numpy().astype(np.float32), dense
 
 
 def detect(spec: str) -> bool:
@@ -56,4 +84,6 @@ def load(spec: str, device: str | None = None, precision: str = "auto") -> MRPLI
         source=str(root),
     )
     enc.vocabulary = TrainingVocabulary.load(root)
+    if cfg.vision.kind == "vit":
+        enc.dense_grid = cfg.image_size // cfg.vision.patch_size
     return enc
