@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_mrplip.cli_types import device as device_type
 from napari_mrplip.cli_types import mpp as mpp_type
 from napari_mrplip.cli_types import positive_int
 
@@ -48,7 +49,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
             "hf-hub:org/name, open_clip:ARCH@FILE, ...",
         )
         p.add_argument("--out", required=True, type=Path, help="output folder")
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
+        p.add_argument(
+            "--device",
+            type=device_type,
+            default=None,
+            help="auto, cpu, cuda, cuda:N (default: auto)",
+        )
         p.add_argument("--batch-size", type=positive_int, default=32)
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -86,7 +92,8 @@ def run(args) -> int:
             work = lambda enc: evaluate(enc, caps, args.batch_size)  # noqa: E731
         results = {}
         for spec in args.model:
-            results[spec] = work(get_encoder(spec, device=args.device))
+            device = None if args.device in (None, "auto") else args.device
+            results[spec] = work(get_encoder(spec, device=device))
             print(
                 f"{spec}: "
                 + ", ".join(
