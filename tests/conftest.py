@@ -1,4 +1,9 @@
-"""Shared fixtures: the real public slides in ../shared/data and small generated pyramids."""
+"""Shared fixtures: the real public slides, shipped with the repository.
+
+The H&E slide is the package's sample (``src/napari_mrplip/_napari/sample``); the two Ki67 /
+H&E OME-TIFFs are in ``tests/data`` (see ``tests/data/ATTRIBUTION.md``). Setting
+``MRPLIP_SHARED_DATA`` reads all three from that folder instead; nothing needs ``../shared``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MRPLIP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TEST_DATA = ROOT / "tests" / "data"
+SAMPLE = ROOT / "src" / "napari_mrplip" / "_napari" / "sample"
+_ENV = os.environ.get("MRPLIP_SHARED_DATA")
+SHARED_DATA = Path(_ENV) if _ENV else TEST_DATA
 
-CMU_SVS = SHARED_DATA / "CMU-1-Small-Region.svs"
+CMU_SVS = SHARED_DATA / "CMU-1-Small-Region.svs" if _ENV else SAMPLE / "CMU-1-Small-Region.svs"
 OS1_OME = SHARED_DATA / "OS-1-detail.ome.tif"
 OS2_OME = SHARED_DATA / "OS-2-ndpi.ome.tif"
 SHARED_SLIDES = [CMU_SVS, OS1_OME, OS2_OME]
@@ -18,7 +26,7 @@ SHARED_SLIDES = [CMU_SVS, OS1_OME, OS2_OME]
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"shared test slide missing: {path} (set MRPLIP_SHARED_DATA)")
+        pytest.fail(f"test slide missing: {path} (it ships in tests/data or the package sample)")
     return path
 
 

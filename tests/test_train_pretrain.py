@@ -49,11 +49,9 @@ def train_inputs(tmp_path_factory, cmu_svs_session):
 
 @pytest.fixture(scope="session")
 def cmu_svs_session():
-    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    path = Path(os.environ.get("MRPLIP_SHARED_DATA", shared)) / "CMU-1-Small-Region.svs"
-    if not path.exists():
-        pytest.skip(f"shared test slide missing: {path} (set MRPLIP_SHARED_DATA)")
-    return path
+    from conftest import CMU_SVS, _need
+
+    return _need(CMU_SVS)
 
 
 def _argv(inputs: dict, out: Path, *extra: str, config: str = "config") -> list[str]:

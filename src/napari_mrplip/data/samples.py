@@ -15,6 +15,15 @@ from pathlib import Path
 IHC_MPP = 0.5
 
 
+def sample_slide_path() -> Path:
+    """The H&E slide shipped in the package (OpenSlide's ``CMU-1-Small-Region.svs``, 0.499 µm/px).
+
+    ``python -c "from napari_mrplip.data.samples import sample_slide_path as p; print(p())"``
+    gives a slide every command can be tried on; attribution in ``_napari/sample``.
+    """
+    return Path(__file__).resolve().parents[1] / "_napari" / "sample" / "CMU-1-Small-Region.svs"
+
+
 def immunohistochemistry_slide(out_dir: str | Path) -> Path:
     """Write skimage's IHC image as a tiled OME-TIFF (no physical size) and return its path.
 
