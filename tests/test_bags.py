@@ -37,7 +37,7 @@ def test_parents_land_on_tissue_cmu(cmu_svs):
     for bag in bags:
         x, y, w, h = bag.parent.box
         region = slide.read_region(x, y, w, h, 0)[::4, ::4]
-        assert tissue_mask(region, max_threshold=0.06).mean() > 0.4
+        assert tissue_mask(region).mean() > 0.4
     # The CMU slide is ~35 % tissue: random placement would often be on glass.
     fracs = [b.tissue_fraction for b in bags]
     assert min(fracs) >= 0.5 and np.mean(fracs) > 0.7
@@ -126,5 +126,5 @@ def test_bad_settings_raise(cmu_svs):
     slide = open_slide(cmu_svs)
     with pytest.raises(ValueError, match="integer multiple"):
         sample_bags(slide, 1, magnifications=(5, 12))
-    with pytest.raises(ValueError, match="smaller tile_px"):
+    with pytest.raises(ValueError, match=r"largest bag.*--magnifications 2\b.*--tile-px \d+"):
         sample_bags(slide, 1, magnifications=(1, 2), tile_px=512)

@@ -36,9 +36,6 @@ __all__ = ["BagSpec", "TileSpec", "bag_structure", "sample_bags"]
 PARENT_THUMB_PX = 24
 THUMBNAIL_PX_RANGE = (256, 2048)
 
-#: Ceiling on the Otsu saturation threshold of the tissue mask (see ``tissue_mask``): keeps
-#: pale IHC counterstain and all-tissue crops (OS-1, OS-2) as tissue; glass stays below it.
-TISSUE_MAX_SATURATION = 0.06
 
 #: Largest native level (pixels) read whole for the tissue thumbnail (8k x 8k).
 NATIVE_THUMB_MAX_PX = 8192 * 8192
@@ -223,7 +220,6 @@ def sample_bags(
     children_per_parent: int | None = None,
     min_tissue: float = 0.5,
     thumbnail_px: int | None = None,
-    tissue_max_saturation: float = TISSUE_MAX_SATURATION,
 ) -> list[BagSpec]:
     """Sample up to ``n_parents`` bags whose parents lie on tissue.
 
@@ -245,12 +241,10 @@ def sample_bags(
     children_per_parent : int, optional
         Keep only this many (random) children per tile; ``None`` keeps all.
     min_tissue : float
-        Minimum tissue fraction of a parent on the thumbnail's Otsu tissue mask.
+        Minimum tissue fraction of a parent on the thumbnail's tissue mask (``tiling.tissue``).
     thumbnail_px : int, optional
         Thumbnail size for the tissue mask; by default a parent spans about 24 of its pixels
         (between 256 and 2048 px).
-    tissue_max_saturation : float
-        Ceiling on the tissue mask's Otsu threshold (HSV saturation).
 
     Returns
     -------
@@ -279,15 +273,16 @@ def sample_bags(
     w0, h0 = slide.dimensions
     if side > min(w0, h0):
         raise ValueError(
-            f"{slide.name}: a {tile_px} px parent at {mags[0]:g}x covers {side} level-0 px, more "
-            f"than the slide ({w0}x{h0} at {mpp0:g} µm/px). Use a smaller tile_px or higher "
-            "magnifications."
+            f"{slide.name}: the largest bag (a {tile_px} px parent at {mags[0]:g}x) covers {side} "
+            f"level-0 px, more than the slide ({w0}x{h0} px at {mpp0:g} µm/px). Drop the lowest "
+            f"magnification (e.g. --magnifications {' '.join(f'{m:g}' for m in mags[1:]) or '20'}) "
+            f"or use smaller tiles (--tile-px {max(16, tile_px * min(w0, h0) // side // 2)})."
         )
     if thumbnail_px is None:
         lo, hi = THUMBNAIL_PX_RANGE
         thumbnail_px = int(np.clip(PARENT_THUMB_PX * max(w0, h0) / side, lo, hi))
     thumb = _thumbnail(slide, thumbnail_px)
-    mask = tissue_mask(thumb, max_threshold=tissue_max_saturation)
+    mask = tissue_mask(thumb)
     scale = thumb.shape[1] / w0
     rng = np.random.default_rng(seed)
     cands = [c for c in _candidates(mask, scale, side, (w0, h0), rng) if c[2] >= min_tissue]
