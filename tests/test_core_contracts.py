@@ -62,7 +62,7 @@ def test_thumbnail_bounded_and_best_level():
 def test_tissue_mask_separates_tissue_from_glass():
     img = np.full((100, 100, 3), 240, np.uint8)
     img[20:60, 30:80] = (180, 80, 160)  # H&E-ish purple
-    mask = tissue_mask(img, blur=1)
+    mask = tissue_mask(img)
     assert mask[20:60, 30:80].mean() > 0.95
     assert mask[70:, :].mean() < 0.01
     assert tissue_fraction(mask, (30, 20, 80, 60)) > 0.95
