@@ -22,7 +22,8 @@ TEXTS = ["dense nuclei in tumour", "pink stroma with fibroblasts", "adipose tiss
 OPENAI = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 BERT_NAME = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
-#: BiomedCLIP's published open_clip_config.json; only the timm trunk is the tiny ViT
+#: BiomedCLIP's published open_clip_config.json (legacy ``proj`` / ``pooler_type`` keys, which the
+#: reference run renames for current open_clip); only the timm trunk is the tiny ViT
 #: (same key names as vit_base_patch16_224; the BERT is small through its own config).
 BIOMEDCLIP = {
     "model_cfg": {
@@ -37,8 +38,8 @@ BIOMEDCLIP = {
         "text_cfg": {
             "hf_model_name": BERT_NAME,
             "hf_tokenizer_name": BERT_NAME,
-            "hf_proj_type": "mlp",
-            "hf_pooler_type": "cls_last_hidden_state_pooler",
+            "proj": "mlp",  # the published file keeps open_clip's older key names
+            "pooler_type": "cls_last_hidden_state_pooler",
             "context_length": 256,
         },
     },
@@ -100,6 +101,8 @@ def biomedclip(tmp_path_factory):
     ref_dir = root / "reference"
     ref_dir.mkdir()
     ref_cfg = json.loads(json.dumps(BIOMEDCLIP))
+    text = ref_cfg["model_cfg"]["text_cfg"]
+    text["hf_proj_type"], text["hf_pooler_type"] = text.pop("proj"), text.pop("pooler_type")
     ref_cfg["model_cfg"]["text_cfg"]["hf_model_name"] = str(bert_dir)
     ref_cfg["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = str(ref_dir)
     (ref_dir / "open_clip_config.json").write_text(json.dumps(ref_cfg))

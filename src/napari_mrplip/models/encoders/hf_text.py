@@ -25,6 +25,10 @@ from napari_mrplip.models.encoders.weights import read_side_file
 from napari_mrplip.models.errors import ModelLoadError
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
+#: Text-tower keys older open_clip wrote (BiomedCLIP's and QuiltNet-B-16-PMB's published
+#: configs use them) -> the names current open_clip reads. Unmapped, current open_clip would
+#: refuse the config or, worse, fall back to another pooler/projection.
+LEGACY_TEXT_KEYS = {"proj": "hf_proj_type", "pooler_type": "hf_pooler_type"}
 
 
 def _has_model_config(folder: Path) -> bool:
@@ -66,14 +70,20 @@ def tokenizer_dir(name: str, root: Path) -> Path:
 
 
 def localise_text_cfg(model_cfg: dict, root: Path) -> dict:
-    """``model_cfg`` with an HF text tower pointed at its local config (unchanged otherwise)."""
+    """``model_cfg`` with an HF text tower pointed at its local config, legacy keys renamed
+    (:data:`LEGACY_TEXT_KEYS`); unchanged without an HF text tower."""
     text_cfg = model_cfg.get("text_cfg", {})
     name = text_cfg.get("hf_model_name")
     if not name:
         return model_cfg
     cfg = copy.deepcopy(model_cfg)
-    cfg["text_cfg"]["hf_model_name"] = str(text_model_dir(str(name), root))
-    cfg["text_cfg"]["hf_model_pretrained"] = False
+    text = cfg["text_cfg"]
+    for old, new in LEGACY_TEXT_KEYS.items():
+        if old in text:
+            value = text.pop(old)
+            text.setdefault(new, value)
+    text["hf_model_name"] = str(text_model_dir(str(name), root))
+    text["hf_model_pretrained"] = False
     return cfg
 
 
