@@ -40,7 +40,8 @@ def test_canvas_rejects_other_lattices_and_clips_at_edges():
 
     canvas = HeatmapCanvas.for_result(_result((0.0, 0.0)), (1000, 700))
     assert not canvas.accepts(_result((50.0, 0.0)))  # half a step off
-    assert not canvas.accepts(_result((0.0, 0.0), step=200.0))
+    assert not canvas.accepts(_result((0.0, 0.0), step=150.0))  # lattices that do not nest
+    assert canvas.accepts(_result((0.0, 0.0), step=200.0))  # coarser, nested: merged (refine)
     assert not canvas.accepts(_result((0.0, 0.0), prompts=("a", "c")))
     canvas.paste(_result((900.0, 600.0), fill=0.7))  # hangs over the right/bottom edge
     assert canvas.scores[1, 6, 9] == pytest.approx(0.7)

@@ -259,3 +259,34 @@ def test_display_threshold_outline_regions_and_save(opened, qtbot, tmp_path):
     assert {f["properties"]["classification"]["name"] for f in gj["features"]} == {"dense nuclei"}
     assert any(ly.name.startswith("regions: dense nuclei") for ly in viewer.layers)
     assert widget.save_regions() is None and "exists" in widget.status.value
+
+
+def test_zoom_from_2_5x_to_20x_refines_the_view_and_keeps_the_coarse_map(opened, qtbot):
+    viewer, widget, slide_layer = opened
+    widget.model.value = "mrplip-demo"
+    widget.prompts.value = PROMPTS
+    widget.tissue_only.value = False
+    widget.magnification.value = "2.5x (4 µm/px)"
+    _run(widget, qtbot, widget.run_whole_slide)  # the coarse map; follow the view is on
+    coarse = widget.canvas.scores.copy()
+    coarse_step = widget.canvas.step_level0
+    assert set(widget.canvas.computed_at()) == {4.0}
+    widget.magnification.value = "20x (0.5 µm/px)"
+    _look_at(viewer, 500, 700, zoom=3.0)  # zoom in: the follower scores the view at 20x
+    qtbot.waitUntil(lambda: widget.job.request.target_mpp == 0.5 and widget.job.finished,
+                    timeout=240_000)  # fmt: skip
+    canvas = widget.canvas
+    k = int(round(coarse_step / canvas.step_level0))
+    assert k == 8 and canvas.scores.shape[1:] == (coarse.shape[1] * k, coarse.shape[2] * k)
+    at = canvas.resolution.computed_at
+    fine = at == 0.5
+    assert fine.any() and (at == 4.0).any()
+    assert "0.5 µm/px" in widget.resolution.value and "4 µm/px" in widget.resolution.value
+    up = coarse.repeat(k, 1).repeat(k, 2)
+    # outside the refined view the coarse map is kept exactly
+    np.testing.assert_array_equal(canvas.scores[:, ~fine], up[:, ~fine])
+    # inside, the map is sharper: it varies within coarse cells
+    blocks = canvas.scores[0][fine]
+    assert blocks.std() > 0 and not np.allclose(blocks, up[0][fine])
+    layer = _heat_layers(viewer)[0]
+    assert layer.data.shape[0] >= canvas.scores.shape[1] // 8  # the layer shows the fine canvas

@@ -94,13 +94,14 @@ class HeatmapWidget(Container):
         self.cancel_btn = PushButton(text="Cancel")
         self.progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self.info = Label(label="engine", value="model not loaded")
+        self.resolution = Label(label="computed at", value="")
         self.legend = Label(label="legend", value="")
         self.status = Label(label="status", value="ready")
         self.extend([
             self.slide_layer, self.model, self.device, self.batch_size, self.prompts,
             self.vocab.warning, self.vocab.known, self.background, self.magnification, self.output, self.colormap, self.opacity,
             self.tissue_only, self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
-            self.info, self.legend, self.status, self.display,
+            self.info, self.resolution, self.legend, self.status, self.display,
         ])  # fmt: skip
         for box in (self.prompts, self.background):
             box.native.setMaximumHeight(80 if box is self.prompts else 50)
@@ -277,8 +278,12 @@ class HeatmapWidget(Container):
         slide = job.slide
         if self.canvas is None or not self.canvas.accepts(result, job.label):
             self.canvas = HeatmapCanvas.for_result(result, slide.dimensions, job.label)
-        self.canvas.paste(result)
+        self.canvas.merge(result)  # finer results refine the coarse map (refine as you zoom)
         self.show_canvas(job.slide_layer)
+        self.resolution.value = ", ".join(
+            f"{v:g} µm/px: {n} cells" if result.mpp is not None else f"{v:g} px tiles: {n} cells"
+            for v, n in self.canvas.computed_at().items()
+        )  # fmt: skip
         self.progress.max = max(int(result.total), 1)
         self.progress.value = min(int(result.done), self.progress.max)
         self._show_engine(job.key)

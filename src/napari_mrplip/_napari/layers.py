@@ -51,6 +51,7 @@ class HeatmapCanvas:
     tag: str = ""
     done_cells: set = field(default_factory=set, repr=False)
     dims_level0: tuple[int, int] | None = None
+    resolution: object = field(default=None, repr=False)  # heatmap.refine.ResolutionMap
 
     @classmethod
     def for_result(cls, result: HeatmapResult, dims_level0: tuple[int, int], tag: str = ""):
@@ -69,13 +70,36 @@ class HeatmapCanvas:
         return cls(scores, list(result.prompts), (ox, oy), step, result.mpp, tag, dims_level0=dims)
 
     def accepts(self, result: HeatmapResult, tag: str = "") -> bool:
-        """True when ``result`` lies on this canvas's grid (same step, prompts, phase, tag)."""
+        """True when ``result`` can be merged: same prompts and tag, and a lattice nested
+        with the canvas's (same step, or a whole ratio finer or coarser, on its grid)."""
+        from napari_mrplip.heatmap.refine import ratio
+
         if tag != self.tag or list(result.prompts) != self.prompts:
             return False
-        if not math.isclose(result.step_level0, self.step_level0, rel_tol=1e-6):
+        s, c = result.step_level0, self.step_level0
+        if ratio(c, s) is None and ratio(s, c) is None:
             return False
-        off = self._offset(result)
-        return off is not None
+        fine = min(s, c)
+        fx = (result.origin_level0[0] - self.origin_level0[0]) / fine
+        fy = (result.origin_level0[1] - self.origin_level0[1]) / fine
+        return abs(fx - round(fx)) < 1e-3 and abs(fy - round(fy)) < 1e-3
+
+    def merge(self, result: HeatmapResult) -> None:
+        """Paste a same-step result, or refine with a finer one (fused with the coarse cells
+        under it) or fill holes with a coarser one (``heatmap.refine``)."""
+        from napari_mrplip.heatmap.refine import ResolutionMap, refine
+
+        if self.resolution is None:
+            at = np.full(self.scores.shape[1:], np.nan, np.float32)
+            self.resolution = ResolutionMap(self.scores, at, self.step_level0, self.origin_level0)
+        scale = result.meta.get("mpp_scored") or result.tile_level0
+        res = refine(self.resolution, result.scores, result.origin_level0, result.step_level0,
+                     float(scale))  # fmt: skip
+        self.resolution, self.scores, self.step_level0 = res, res.scores, res.step_level0
+
+    def computed_at(self) -> dict[float, int]:
+        """Cells per scale (µm/px of the tiles) the canvas was computed at, finest first."""
+        return {} if self.resolution is None else self.resolution.summary()
 
     def _offset(self, result: HeatmapResult) -> tuple[int, int] | None:
         fx = (result.origin_level0[0] - self.origin_level0[0]) / self.step_level0
