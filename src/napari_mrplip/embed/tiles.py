@@ -43,7 +43,11 @@ def plan_reads(slide, boxes: np.ndarray, tile_px: int):
     if len(boxes) and not ((bw > 0) & (bh > 0)).all():
         bad = boxes[~((bw > 0) & (bh > 0))][0]
         raise ValueError(f"empty tile box {tuple(bad)}: x1 > x0 and y1 > y0 are needed")
-    levels = np.array([level_for_box(slide, w, h, tile_px) for w, h in zip(bw, bh)], np.int64)
+    sizes, inverse = np.unique(np.stack([bw, bh], axis=1), axis=0, return_inverse=True)
+    per_size = [level_for_box(slide, w, h, tile_px) for w, h in sizes.tolist()]  # lattices: one
+    levels = (
+        np.asarray(per_size, np.int64)[inverse.reshape(-1)] if len(boxes) else np.zeros(0, np.int64)
+    )
     ds = np.asarray(slide.downsamples, np.float64)[levels] if len(boxes) else np.ones(0)
     widths = np.maximum(1, np.rint(bw / ds)).astype(np.int64)
     heights = np.maximum(1, np.rint(bh / ds)).astype(np.int64)
@@ -67,11 +71,14 @@ def read_tiles_checked(slide, boxes_level0, tile_px: int) -> tuple[np.ndarray, l
     from napari_mrplip.io.windows import read_windows
 
     boxes = np.asarray(boxes_level0, dtype=np.float64).reshape(-1, 4)
-    out = np.empty((len(boxes), int(tile_px), int(tile_px), 3), np.uint8)
     errors: list[tuple[int, str]] = []
     levels, widths, heights = plan_reads(slide, boxes, tile_px)
     x0, y0 = np.rint(boxes[:, 0]), np.rint(boxes[:, 1])  # level-0 px, as read_region rounds
     plans = np.stack([levels, widths, heights], axis=1) if len(boxes) else np.zeros((0, 3))
+    if len(boxes) and (plans == (levels[0], tile_px, tile_px)).all():  # a lattice at its level
+        raw, errs = read_windows(slide, int(levels[0]), x0, y0, int(tile_px), int(tile_px))
+        return raw, sorted(errs)
+    out = np.empty((len(boxes), int(tile_px), int(tile_px), 3), np.uint8)
     for level, w, h in {tuple(p) for p in plans.tolist()}:
         idx = np.flatnonzero((plans == (level, w, h)).all(axis=1))
         raw, errs = read_windows(slide, int(level), x0[idx], y0[idx], int(w), int(h))
