@@ -9,6 +9,9 @@ Run:  .venv/bin/python benchmarks/bench_heatmap.py [--model SPEC] [--device cpu|
    the time from the request to the finished score grid (what the panel turns into layers).
 3. time to the first partial heatmap for a 1920x1080 viewport (1 screen px = 1 level-0 px)
    on a freshly opened slide (cold: includes the tissue mask) and on a new viewport (warm).
+4. tiles/s with dense (patch-token) maps on vs off, interleaved, in one run.
+5. the first partial update after a pan, from the moment the view settles (debounce
+   excluded), median of ``--pans`` pans per mode, tile-only and dense interleaved.
 
 ``--threads N`` sets torch's and the BLAS libraries' thread counts (on a shared, busy
 machine one thread per process avoids spin-wait contention).
@@ -171,6 +174,82 @@ def bench_first_partial(encoder, batch_size: int | None) -> dict:
     return out
 
 
+def bench_dense(encoder, batch_size: int | None, repeats: int = 3) -> dict:
+    """tiles/s with dense maps on vs off, interleaved, same tiles, cold caches each time."""
+    from napari_mrplip.heatmap.dense import compute_dense
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.io import open_slide
+
+    if not getattr(encoder, "dense_grid", 0):
+        return {"skipped": "the model gives no dense maps"}
+    slide = open_slide(CMU)
+    req = HeatmapRequest(("dense nuclei", "pink stroma"), ("background",), target_mpp=0.5,
+                         region_level0=(0, 0, 1344, 1344), tissue_only=False,
+                         fusion=(0.0, 1.0, 0.0))  # fmt: skip
+    times = {"tile": [], "dense": []}
+    for _ in range(repeats):
+        for mode in ("tile", "dense"):
+            engine = HeatmapEngine(encoder, batch_size=batch_size)
+            t = time.perf_counter()
+            res = compute_dense(engine, slide, req)[1] if mode == "dense" else engine.compute(
+                slide, req)  # fmt: skip
+            times[mode].append(time.perf_counter() - t)
+    n = int(res.total)
+    tile_s, dense_s = (n / statistics.median(times[m]) for m in ("tile", "dense"))
+    return {"tiles": n, "tile_tiles_s": tile_s, "dense_tiles_s": dense_s,
+            "dense_over_tile": dense_s / tile_s}  # fmt: skip
+
+
+def _run(mode, engine, slide, request, tokens):
+    from napari_mrplip.heatmap.dense import run_dense
+
+    if mode == "dense":
+        return run_dense(engine, slide, request, tokens)
+    return engine.run(slide, request)
+
+
+def bench_pan(encoder, batch_size: int | None, pans: int = 20) -> dict:
+    """First partial update after a pan, from the moment the view settles (the follower's
+    debounce has fired): request -> first result -> canvas merge -> display raster, what the
+    panel does before napari draws. Tile-only and dense pans are interleaved; each pan moves
+    a 960 x 540 view by half its width from a view already computed (its tiles cached), so
+    about half the tiles are new, as in a real pan."""
+    from napari_mrplip.heatmap.dense import TokenCache
+    from napari_mrplip.heatmap.display import display_raster
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.refine import ResolutionMap, refine
+    from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.io import open_slide
+
+    slide = open_slide(CMU)
+    w, h = slide.dimensions
+    times = {"tile": [], "dense": []}
+    for i in range(pans):
+        for mode in ("tile", "dense") if getattr(encoder, "dense_grid", 0) else ("tile",):
+            engine = HeatmapEngine(encoder, batch_size=batch_size)
+            engine.prepare(slide)  # the tissue mask is made when the slide opens
+            tokens = TokenCache()
+            y = (i * 271) % (h - 540)
+            boxes = [(0, y, 960, y + 540), (480, y, 1440, y + 540)]
+            reqs = [HeatmapRequest(("dense nuclei", "pink stroma"), ("background",),
+                                   target_mpp=0.5, region_level0=b) for b in boxes]  # fmt: skip
+            for _ in _run(mode, engine, slide, reqs[0], tokens):  # the view before the pan
+                pass
+            t = time.perf_counter()
+            gen = _run(mode, engine, slide, reqs[1], tokens)
+            first = next(gen)
+            first = first[0] if mode == "dense" else first
+            res = ResolutionMap(np.full_like(first.scores, np.nan),
+                                np.full(first.scores.shape[1:], np.nan, np.float32),
+                                first.step_level0, first.origin_level0)  # fmt: skip
+            res = refine(res, first.scores, first.origin_level0, first.step_level0, 0.5)
+            display_raster(res.scores, res.origin_level0, res.step_level0, (w, h))
+            times[mode].append(1e3 * (time.perf_counter() - t))
+            gen.close()
+    return {m: {"median_ms": statistics.median(v), "pans": len(v)} for m, v in times.items() if v}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
@@ -178,6 +257,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--tiles", type=int, default=100_000, help="cached tiles for re-prompt")
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads")
+    parser.add_argument("--pans", type=int, default=20, help="pans per mode (interleaved)")
+    parser.add_argument("--only", choices=("dense", "pan"), default=None,
+                        help="run only the dense-maps or the pan measurement")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -186,9 +268,17 @@ def main(argv=None) -> int:
     encoder, note = load_encoder(args.model, args.device)
     report = {"machine": machine(), "model": note, "input_px": encoder.input_size,
               "embed_dim": encoder.embed_dim, "device": str(encoder.device)}  # fmt: skip
+    if args.only:
+        fn = {"dense": lambda: bench_dense(encoder, args.batch_size),
+              "pan": lambda: bench_pan(encoder, args.batch_size, args.pans)}[args.only]  # fmt: skip
+        report[args.only] = fn()
+        print(json.dumps(report, indent=2, default=str))
+        return 0
     report["throughput"] = bench_throughput(encoder, args.batch_size)
     report["reprompt"] = bench_reprompt(encoder, args.tiles)
     report["first_partial"] = bench_first_partial(encoder, args.batch_size)
+    report["dense"] = bench_dense(encoder, args.batch_size)
+    report["pan"] = bench_pan(encoder, args.batch_size, args.pans)
     print(json.dumps(report, indent=2, default=str))
     t, r, f = report["throughput"], report["reprompt"], report["first_partial"]
     print(f"\n| measure | result | target |\n| --- | --- | --- |\n"

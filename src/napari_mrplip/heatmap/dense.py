@@ -28,6 +28,8 @@ from napari_mrplip.embed.tiles import read_tiles_checked
 from .result import HeatmapRequest, HeatmapResult
 from .scoring import scores_from_sims
 
+#: Tiles in a run's first batch (a quick first partial map), as ``engine.FIRST_BATCH``.
+FIRST_BATCH = 8
 #: Default memory bound of the token-feature cache.
 TOKEN_CACHE_BYTES = 512 * 2**20
 
@@ -109,10 +111,11 @@ def run_dense(
         yield run.results()
         return
     step = max(1, int(engine.batch_size))
-    for k in range(0, len(todo), step):
+    starts = [0, *range(min(FIRST_BATCH, step), len(todo), step)]  # a small first batch
+    for a, b in zip(starts, [*starts[1:], len(todo)]):
         if cancel is not None and cancel.is_set():
             return
-        r, c = (np.array(v) for v in zip(*todo[k : k + step]))
+        r, c = (np.array(v) for v in zip(*todo[a:b]))
         emb, dense = run.encode(r + i0, c + j0)
         for n in range(len(r)):
             if emb[n] is not None:
