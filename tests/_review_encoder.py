@@ -13,8 +13,10 @@ import numpy as np
 # Mesa (llvmpipe) GL context segfaults under Xvfb. Importing it before any viewer is safe.
 import open_clip  # noqa: F401, E402
 
+from napari_mrplip.models.protocol import EncoderBase
 
-class TinyClipEncoder:
+
+class TinyClipEncoder(EncoderBase):
     """A real open_clip CLIP with 1-layer towers, 32-d embeddings and 32 px input."""
 
     def __init__(self, seed: int = 0, input_size: int = 32):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_mrplip.models.protocol import EncoderBase
 
-class TinyClipEncoder:
+
+class TinyClipEncoder(EncoderBase):
     """A random tiny open_clip CLIP (ViT 32 px, width 64) implementing EncoderBackend."""
 
     def __init__(self, input_size: int = 32, embed_dim: int = 32, seed: int = 0, is_mrplip=False):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mrplip.data.captioners import StainCaptioner
+from napari_mrplip.models.protocol import EncoderBase
 
 TINY_ENCODER = {
     "name": "mrplip-scale-test",
@@ -78,7 +79,7 @@ def count_lines(path) -> int:
         return 0
 
 
-class CountingEncoder:
+class CountingEncoder(EncoderBase):
     """Wraps an EncoderBackend: counts encoded tiles; optionally kills its process once,
     at the start of an ``encode_tiles`` call, after ``kill_after`` calls."""
 

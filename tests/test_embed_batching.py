@@ -14,9 +14,10 @@ from napari_mrplip.embed.batching import (
     resolve_device,
     tile_allocator,
 )
+from napari_mrplip.models.protocol import EncoderBase
 
 
-class _MemoryBoundEncoder:
+class _MemoryBoundEncoder(EncoderBase):
     """Embeds tiles by their mean colour; raises torch's real OOM error above ``limit`` tiles
     per call, the way a CUDA model does when its activations do not fit."""
 

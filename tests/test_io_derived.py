@@ -64,7 +64,7 @@ def test_derived_reads_equal_dask_level(path, level):
     path = _need(path)
     full = _level(path, level)
     with open_slide(path) as slide:
-        assert slide.metadata["native_levels"] == 1
+        assert slide.native_levels == 1
         assert derived_source([lv.shape for lv in slide.levels], 1, level) == (0, level)
         ds = slide.downsamples[level]
         for window in WINDOWS:
@@ -101,7 +101,7 @@ def test_ome_zarr_single_level_derived_reads(tmp_path):
     tissue = np.tile(data.immunohistochemistry(), (2, 3, 1))[:1021, :1533]  # odd sizes
     path = write_pyramid(tmp_path / "one.ome.zarr", [tissue], mpp=0.5, tile=256)
     with open_slide(path) as slide:
-        assert slide.reader is None and slide.metadata["native_levels"] == 1
+        assert slide.reader is None and slide.native_levels == 1
         for level in (1, 2):
             full = slide.levels[level].compute()
             got = slide.read_region(-4, 6, full.shape[1], full.shape[0], level)

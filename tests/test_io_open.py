@@ -100,7 +100,7 @@ def test_openslide_backend_matches_tifffile(cmu_svs):
 def test_ome_tiff_subifd_pyramid_roundtrip(tmp_path, tissue):
     path = write_pyramid(tmp_path / "t.ome.tif", tissue, mpp=0.25, tile=256, compression="zlib")
     with open_slide(path) as slide:
-        assert slide.metadata["native_levels"] == 3
+        assert slide.native_levels == 3
         assert [lv.shape[0] for lv in slide.levels] == [1024, 512, 256]
         assert slide.mpp == pytest.approx(0.25)
         np.testing.assert_array_equal(slide.read_region(0, 0, 1024, 1024), tissue)
@@ -191,7 +191,7 @@ def test_ome_zarr_v04_zarr2_with_nanometre_units(tmp_path, tissue):
     root.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": datasets}]
     with open_slide(tmp_path / "v04.zarr") as slide:
         assert slide.mpp == pytest.approx(0.25)
-        assert slide.metadata["native_levels"] == 2 and len(slide.levels) == 2
+        assert slide.native_levels == 2 and len(slide.levels) == 2
         np.testing.assert_array_equal(slide.read_region(5, 7, 100, 100), tissue[7:107, 5:105])
 
 

@@ -51,7 +51,7 @@ def slide(request, tmp_path_factory):
     levels = None if request.param == "stored" else [da.from_array(img, chunks=(256, 256, 3))]
     write_pyramid(out, levels or img, mpp=SLIDE_MPP, tile=256, compression="zlib")
     s = open_slide(out)
-    native = s.metadata["native_levels"]
+    native = s.native_levels
     assert (native > 3) if request.param == "stored" else (native == 1 and len(s.levels) > 2)
     return s
 

@@ -345,7 +345,7 @@ class HeatmapWidget(Container):
         if engine is None:
             return
         encoder = getattr(engine, "encoder", None)
-        device = getattr(encoder, "device", "?")
+        device = encoder.device
         batch = getattr(engine, "batch_size", None) or "auto"
         self.info.value = f"{getattr(encoder, 'model_id', key[0])} · {device} · batch {batch}"
 

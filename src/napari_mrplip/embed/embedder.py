@@ -65,7 +65,7 @@ class SlideEmbedder:
     def __init__(self, encoder, cache: EmbeddingCache | None = None, batch_size=None, workers=2):
         self.encoder = encoder
         self.cache = cache if cache is not None else EmbeddingCache()
-        self.device = str(getattr(encoder, "device", "cpu"))
+        self.device = str(encoder.device)
         self.batcher = AdaptiveBatcher(encoder, batch_size or default_batch_size(self.device))
         self.workers = max(1, int(workers))
         self.tiles_encoded = 0

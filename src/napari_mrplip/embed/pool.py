@@ -36,7 +36,7 @@ def embedder_for(encoder):
     from .embedder import SlideEmbedder
 
     cache = shared_cache()
-    key = (str(encoder.model_id), str(getattr(encoder, "device", "cpu")))
+    key = (str(encoder.model_id), str(encoder.device))
     with _LOCK:
         emb = _EMBEDDERS.get(key)
         if emb is None or emb.encoder is not encoder:

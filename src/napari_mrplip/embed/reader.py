@@ -136,7 +136,7 @@ def fast_thumbnail(slide: Slide, max_px: int) -> np.ndarray:
     ``slide.thumbnail`` when that level is too large to read at once.
     """
     w0, h0 = slide.dimensions
-    native = int(slide.metadata.get("native_levels", len(slide.levels)) or 1)
+    native = slide.native_levels
     level = min(slide.best_level_for_downsample(max(max(w0, h0) / max_px, 1.0)), native - 1)
     lh, lw = slide.levels[level].shape[:2]
     if lh * lw > MAX_THUMB_SOURCE_PX:

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 from napari_mrplip.heatmap.dense import dense_grid_of
 
                 dense_grid_of(encoder)  # DenseUnavailableError (a ValueError): exit 2
-            for msg in prompt_warnings(getattr(encoder, "vocabulary", None), job.prompts):
+            for msg in prompt_warnings(encoder.vocabulary, job.prompts):
                 print(f"mrplip heatmap: warning: {msg}", file=sys.stderr)
     except (PromptError, ModelUnavailableError, DeviceUnavailableError, ValueError) as e:
         print(f"mrplip heatmap: {e}", file=sys.stderr)

@@ -68,7 +68,7 @@ class TokenCache:
 
 def dense_grid_of(encoder) -> int:
     """Tokens per tile side, or raise :class:`DenseUnavailableError`."""
-    g = int(getattr(encoder, "dense_grid", 0) or 0)
+    g = int(encoder.dense_grid or 0)
     if g <= 0 or not hasattr(encoder, "encode_tiles_dense"):
         raise DenseUnavailableError(
             f"{getattr(encoder, 'model_id', encoder)}: dense (sub-tile) maps need an MR-PLIP "

@@ -43,8 +43,8 @@ class HeatmapEngine:
     Parameters
     ----------
     encoder : EncoderBackend
-        Image/text encoder (``encode_tiles``, ``encode_text``, ``model_id``, ``input_size``,
-        ``embed_dim``, ``logit_scale``; optional ``is_mrplip``, ``native_mpp``).
+        Image/text encoder; optional capabilities (``is_mrplip``, ``native_mpp``, ...) come
+        with defaults from ``models.protocol.EncoderBase``.
     cache : EmbeddingCache, optional
         Shared embedding cache (a private in-memory one by default).
     batch_size : int, optional
@@ -87,7 +87,7 @@ class HeatmapEngine:
         """The lattice a request is scored on (µm/px if the slide has one, else a level)."""
         mpp = request.target_mpp
         if mpp is None and request.level is None and slide.mpp is not None:
-            mpp = getattr(self.encoder, "native_mpp", None) or DEFAULT_MPP
+            mpp = self.encoder.native_mpp or DEFAULT_MPP
         grid = make_grid(
             slide,
             int(self.encoder.input_size),
@@ -103,7 +103,7 @@ class HeatmapEngine:
         if request.fusion is not None:
             w = tuple(float(v) for v in request.fusion)
             return None if w[0] == 0 and w[2] == 0 else w
-        return DEFAULT_FUSION if getattr(self.encoder, "is_mrplip", False) else None
+        return DEFAULT_FUSION if self.encoder.is_mrplip else None
 
     def _key(self, slide: Slide, grid: TileGrid) -> GridKey:
         return self.embedder.grid_key(slide, grid)
@@ -185,7 +185,7 @@ class HeatmapEngine:
         cells = grid.cells_for_box(region)
         weights = self.fusion_weights(request)
         n = len(request.prompts)
-        scale = float(getattr(self.encoder, "logit_scale", 100.0))
+        scale = float(self.encoder.logit_scale)
         entries = list(request.prompts) + list(request.background)
         scorer = PromptScorer(self.sims, self.cache, entries, text, n, request.mode, scale)
         tiles = grid.tiles_for_cells(*cells)

@@ -33,7 +33,7 @@ def describe(slide) -> dict:
         "mpp": slide.mpp,
         "magnification": slide.magnification,
         "dimensions": list(slide.dimensions),
-        "native_levels": meta.get("native_levels"),
+        "native_levels": slide.native_levels,
         "levels": [
             {
                 "shape": list(lv.shape),

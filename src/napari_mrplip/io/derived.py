@@ -30,7 +30,7 @@ def derived_source(shapes: list[tuple[int, ...]], native: int | None, level: int
     shapes : list of tuple
         Level shapes, largest first (``(Y, X, 3)``).
     native : int or None
-        Number of levels stored in the file (``slide.metadata["native_levels"]``); the levels
+        Number of levels stored in the file (``Slide.native_levels``); the levels
         after them are the ``halve`` chain :func:`extend_pyramid` built from the last stored one.
     level : int
         The level being read.

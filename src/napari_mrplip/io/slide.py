@@ -51,6 +51,9 @@ class Slide:
     associated : dict of str to callable
         Associated images (``label``, ``macro``, ``thumbnail``), each a zero-argument
         callable returning a ``(Y, X, 3)`` uint8 array. Never part of ``levels``.
+    native_levels : int
+        How many of ``levels`` (the first ones) are stored in the file; the rest are built
+        (``io.pyramid.extend_pyramid``) and read through ``io.derived``. Default: all.
     """
 
     path: Path
@@ -61,6 +64,12 @@ class Slide:
     associated: dict[str, Callable[[], np.ndarray]] = field(default_factory=dict)
     reader: RegionReader | None = None
     closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    native_levels: int | None = None
+
+    def __post_init__(self) -> None:
+        n = self.native_levels
+        valid = isinstance(n, int) and 1 <= n <= len(self.levels)
+        self.native_levels = int(n) if valid else len(self.levels)
 
     # -- geometry -------------------------------------------------------------------
     @property
@@ -145,8 +154,7 @@ class Slide:
         return out
 
     def _read_in_bounds(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        native = self.metadata.get("native_levels") if isinstance(self.metadata, dict) else None
-        derived = derived_source([lv.shape for lv in self.levels], native, level)
+        derived = derived_source([lv.shape for lv in self.levels], self.native_levels, level)
         if derived is not None:  # a built level: reduce the stored level's window (same pixels)
             reduced = getattr(self.reader, "read_reduced", None)
             out = reduced(*derived, x, y, w, h) if reduced is not None else None

@@ -115,8 +115,12 @@ class PromptEmbedder:
         return _l2(np.stack(vecs).astype(np.float32))
 
     def _warn_long(self, entries, texts_per) -> None:
-        limit = int(getattr(self.encoder, "context_length", 77) or 77)
-        count = getattr(self.encoder, "count_tokens", None) or estimate_tokens
+        limit = int(self.encoder.context_length or 77)
+
+        def count(text: str) -> int:
+            n = self.encoder.count_tokens(text)
+            return estimate_tokens(text) if n is None else int(n)
+
         for entry, texts in zip(entries, texts_per):
             longest = max(count(t) for t in texts)
             if longest > limit:

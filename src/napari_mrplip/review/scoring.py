@@ -91,7 +91,7 @@ def class_names(annotations: Sequence[Annotation], extra: Sequence[str] = ()) ->
 
 def default_ensemble(encoder) -> bool:
     """Template ensembles for zero-shot models; plain class names for a trained head."""
-    return not getattr(encoder, "class_names", None)
+    return not encoder.class_names
 
 
 def class_embeddings(encoder, classes: Sequence[str], prompts: Mapping[str, str], ensemble: bool):

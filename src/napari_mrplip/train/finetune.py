@@ -239,7 +239,7 @@ def _run(cfg, data, val_data, encoder, log, cancel, out) -> FinetuneResult:
     x_tr = embed(encoder, data, tr, cfg.batch_size, log, cancel)
     x_va = embed(encoder, vdata, va, cfg.batch_size, log, cancel)
     y_va = vdata.labels[va]
-    if getattr(encoder, "has_text", True):
+    if encoder.has_text:
         zs = zero_shot_embeddings(encoder, data.class_names)
         zs_report = evaluate(y_va, (x_va @ zs.T).argmax(axis=1), data.class_names)
     else:  # vision-only (UNI, Virchow, ...): no prompts; start from the class centroids

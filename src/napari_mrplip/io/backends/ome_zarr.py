@@ -93,11 +93,11 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
         path=path,
         levels=extend_pyramid(native),
         mpp=_mpp(ms, axes, letters),
+        native_levels=len(native),
         metadata={
             "backend": NAME,
             "format": "ome-zarr",
             "ngff_version": version,
-            "native_levels": len(native),
             "axes": letters,
         },
     )

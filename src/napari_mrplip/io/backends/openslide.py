@@ -119,10 +119,10 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
         mpp=sum(mpps) / len(mpps) if mpps else None,
         magnification=_float(props, openslide.PROPERTY_NAME_OBJECTIVE_POWER),
         associated=associated,
+        native_levels=osr.level_count,
         metadata={
             "backend": NAME,
             "format": props.get(openslide.PROPERTY_NAME_VENDOR),
-            "native_levels": osr.level_count,
             "properties": dict(props),
         },
     )

@@ -215,10 +215,10 @@ def _build(path: Path, tf) -> Slide:
         magnification=mag,
         reader=reader,
         associated=_associated(tf, main),
+        native_levels=len(native),
         metadata={
             "backend": NAME,
             "format": fmt,
-            "native_levels": len(native),
             "compression": getattr(first.compression, "name", str(first.compression)),
             "tile": (first.tilelength, first.tilewidth) if first.is_tiled else None,
             "description": first.description[:4096],

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_mrplip.models.errors import NoTextTowerError
+from napari_mrplip.models.protocol import EncoderBase
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def normalise_tiles(
     return (x / 255.0 - m) / s
 
 
-class TorchEncoder:
+class TorchEncoder(EncoderBase):
     """An ``EncoderBackend`` over two torch callables.
 
     Subclasses (or callers) supply ``image_fn`` (normalised ``(B, 3, S, S)`` -> ``(B, D)``),

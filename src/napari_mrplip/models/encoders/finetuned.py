@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mrplip.models.protocol import EncoderBase
+
 CONFIG_FILE = "finetune_config.json"
 HEAD_FILE = "head.safetensors"
 PROMPT_FILE = "prompt.safetensors"
@@ -121,7 +123,7 @@ def save_finetuned(
     return out
 
 
-class FinetunedEncoder:
+class FinetunedEncoder(EncoderBase):
     """An :class:`~napari_mrplip.models.protocol.EncoderBackend` over a base encoder and a trained head.
 
     Attributes
@@ -141,15 +143,16 @@ class FinetunedEncoder:
         self.path = Path(path)
         self.meta = meta
         self.mode = meta.get("mode", "linear")
-        self.class_names = list(meta["class_names"])
+        self.class_names = tuple(meta["class_names"])
         self.class_embeddings = np.asarray(class_embeddings, np.float32)
         self.logit_scale = float(meta.get("logit_scale", base.logit_scale))
         self.input_size = base.input_size
         self.embed_dim = base.embed_dim
         self.context_length = base.context_length
         self.device = base.device
-        self.is_mrplip = bool(getattr(base, "is_mrplip", False))
-        vocab = getattr(base, "vocabulary", None)  # the head's classes were trained too
+        self.is_mrplip = bool(base.is_mrplip)
+        self.native_mpp = base.native_mpp
+        vocab = base.vocabulary  # the head's classes were trained too
         self.vocabulary = None if vocab is None else vocab.extended(self.class_names)
         digest = hashlib.sha1(self.class_embeddings.tobytes()).hexdigest()[:12]
         # Frozen-vision modes embed tiles exactly like the base model: share its cache key.
@@ -165,7 +168,7 @@ class FinetunedEncoder:
 
     @property
     def image_encode_calls(self) -> int:
-        return int(getattr(self.base, "image_encode_calls", 0))
+        return int(self.base.image_encode_calls)
 
     def encode_tiles(self, tiles: np.ndarray) -> np.ndarray:
         """``(B, H, W, 3)`` uint8 -> ``(B, D)`` float32 unit rows (base vision tower)."""
