@@ -168,3 +168,12 @@ def test_multi_page_tiff_is_a_message_not_a_traceback(fresh):
     tifffile.imwrite(fresh / "stack.tif", stack, photometric="rgb")
     run = run_cli(["info", "stack.tif"], fresh, timeout=60)
     assert "Traceback" not in run.stderr and run.rc in (0, 2), run.stderr[-2000:]
+
+
+def test_empty_and_missing_slides_fail_before_the_model_loads(fresh):
+    """11: a slide that cannot be opened is named at once (exit 2, no model loaded)."""
+    (fresh / "empty.svs").write_bytes(b"")
+    run = run_cli(["heatmap", "empty.svs", *PROMPTS, "--out", "x.ome.tif"], fresh, timeout=60)
+    _refused(run, "the file is empty")
+    run = run_cli(["heatmap", "nope.svs", *PROMPTS, "--out", "x.ome.tif"], fresh, timeout=60)
+    _refused(run, "no such file")

@@ -142,3 +142,11 @@ def test_resume_refuses_other_config_untouched_and_falls_back_past_a_corrupt_che
                     timeout=300)  # fmt: skip
     assert again.rc == 0 and "Traceback" not in again.stderr, again.stderr[-3000:]
     assert "falling back to step_0000002" in again.stderr
+
+
+def test_pretrain_out_that_is_a_file_is_a_message(work):
+    """11: ``--out`` naming an existing file (here the annotations) is refused, untouched."""
+    before = digests(work)
+    run = run_cli(["pretrain", "--slides", "a.ome.tif", "--out", "a.geojson"], work)
+    _refused(run, "is a file")
+    assert digests(work) == before

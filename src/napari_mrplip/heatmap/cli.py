@@ -114,6 +114,21 @@ def job_from_args(args: argparse.Namespace):
     )  # fmt: skip
 
 
+def _check_some_slide_opens(job) -> None:
+    """Raise (exit 2) when no slide of the job opens, naming each; cheap: opening is lazy."""
+    from napari_mrplip.io import SlideOpenError, open_slide
+
+    errors = []
+    for path in job.slides:
+        try:
+            with open_slide(path, mpp=job.slide_mpp):
+                return
+        except SlideOpenError as e:
+            errors.append(str(e))
+    raise SlideOpenError("; ".join(errors) + ("" if len(errors) == 1 else
+                         f" (none of the {len(errors)} slides opens)"))  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``mrplip heatmap``: 0 when every slide was written, 1 if some failed (the others are
     written), 2 on bad input (options, outputs, model) or when every slide failed."""
@@ -134,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
             raise PromptError("softmax needs two prompts in total: add --prompt or --background "
                               "(e.g. --background background), or use --mode cosine")  # fmt: skip
         check_outputs(job)  # the output policy, before any work
+        _check_some_slide_opens(job)  # before the model is loaded
         if args.scheduler is None:
             encoder = load_encoder(job.model, job.device)  # fail before the first slide
             if job.dense:

@@ -82,7 +82,8 @@ def _check_readable(path: Path) -> None:
     try:
         if path.is_file():
             with path.open("rb") as fh:
-                fh.read(1)
+                if not fh.read(1):
+                    raise SlideOpenError(f"{path}: the file is empty (0 bytes); copy it again")
         elif not os.access(path, os.R_OK | os.X_OK):
             raise PermissionError(13, "permission denied")
     except OSError as e:

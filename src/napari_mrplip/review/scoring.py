@@ -161,6 +161,11 @@ def iter_scores(
     (AnnotationScore, int, int)
         Each annotation's score (in order), tiles done so far, tiles in total.
     """
+    if not (isinstance(max_tiles, int) and max_tiles >= 1 and 0.0 <= min_coverage <= 1.0):
+        raise ScoringError(
+            f"max_tiles must be >= 1 and min_coverage in [0, 1], got {max_tiles} and "
+            f"{min_coverage}"
+        )
     classes = class_names(annotations, extra_labels)
     if len(classes) < 2:
         raise ScoringError(

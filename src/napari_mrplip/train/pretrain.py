@@ -47,6 +47,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
     napari_mrplip.io.SlideOpenError
         A slide is missing, unreadable, or has no µm/px (pass ``--slide-mpp``).
     """
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise PretrainConfigError(f"--out {cfg.out} is a file; name a folder for the run")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device)
@@ -61,8 +63,6 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
 
 def _prepare_out(cfg: PretrainConfig, info: DistInfo) -> list[Path]:
-    if cfg.out.exists() and not cfg.out.is_dir():
-        raise PretrainConfigError(f"--out {cfg.out} is a file; name a folder for the run")
     ckpts = list_checkpoints(cfg.out / "checkpoints")
     if cfg.resume and not ckpts:
         raise PretrainConfigError(f"--resume: no checkpoint in {cfg.out / 'checkpoints'}")
