@@ -70,10 +70,16 @@ def test_bad_vocabulary_file_names_itself(tmp_path):
 
 
 def test_cli_warns_on_stderr(tmp_path, capsys):
-    from napari_mrplip.cli import main
+    import numpy as np
 
-    rc = main(["heatmap", str(tmp_path / "missing.svs"), "--prompt", "tumour", "--prompt",
-               "dense nuclei", "--out", str(tmp_path / "h.ome.tif"), "--device", "cpu"])  # fmt: skip
+    from napari_mrplip.cli import main
+    from napari_mrplip.io.writers import write_pyramid
+
+    # a slide that opens (slides that do not are refused before the model loads) but is over
+    # a one-tile budget, so the run stops after the model loaded and the warning was printed
+    slide = write_pyramid(tmp_path / "s.ome.tif", np.full((256, 256, 3), 200, np.uint8), mpp=0.5)
+    rc = main(["heatmap", str(slide), "--prompt", "tumour", "--prompt", "dense nuclei",
+               "--out", str(tmp_path / "h.ome.tif"), "--device", "cpu", "--max-tiles", "1"])  # fmt: skip
     err = capsys.readouterr().err
-    assert rc == 2  # every slide failed (the missing one); the warning came first
-    assert "warning: prompt 'tumour'" in err and "dense nuclei" not in err.split("missing")[0]
+    assert rc == 2  # every slide failed (over the budget); the warning came first
+    assert "warning: prompt 'tumour'" in err and "dense nuclei" not in err.split("budget")[0]
