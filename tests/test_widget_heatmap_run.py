@@ -195,7 +195,10 @@ def test_follow_the_view_encodes_only_new_tiles_and_cancels_superseded_work(
     second = widget.job
     assert second.request.region_level0 != region1
     new_tiles = engine.tiles_encoded - after_first
-    fresh = widget.make_engine(str(tiny_mrplip), "cpu", 0)  # same region from scratch
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+
+    assert widget.make_engine(str(tiny_mrplip), "auto", 0).encoder is engine.encoder  # one model
+    fresh = HeatmapEngine(engine.encoder)  # same region from scratch: a private, empty cache
     fresh.compute(slide, second.request)
     assert 0 < new_tiles < fresh.tiles_encoded
 

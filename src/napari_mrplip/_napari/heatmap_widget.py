@@ -207,14 +207,13 @@ class HeatmapWidget(Container):
 
     @staticmethod
     def make_engine(spec: str, device: str, batch_size: int):
-        """A :class:`HeatmapEngine` over ``get_encoder(spec)`` with an in-memory cache."""
-        from napari_mrplip.embed.cache import EmbeddingCache
+        """A :class:`HeatmapEngine` over the process-wide model and embedding cache
+        (``embed.pool``): the review panel and this one share both."""
+        from napari_mrplip.embed.pool import encoder_for, shared_cache
         from napari_mrplip.heatmap.engine import HeatmapEngine
-        from napari_mrplip.models.encoders import get_encoder
 
-        encoder = get_encoder(spec, device=None if device == "auto" else device)
-        cache = EmbeddingCache(max_items=200_000)
-        return HeatmapEngine(encoder, cache=cache, batch_size=batch_size or None)
+        encoder = encoder_for(spec, device)
+        return HeatmapEngine(encoder, cache=shared_cache(), batch_size=batch_size or None)
 
     def engine(self, key: tuple | None = None):
         """The engine for the selected model/device/batch, built (and cached) on first use.

@@ -190,12 +190,11 @@ class ReviewWidget(Container):
 
     # -- scoring --------------------------------------------------------------------
     def _embedder(self, spec: str):
-        from napari_mrplip.embed.pool import embedder_for
-        from napari_mrplip.models.encoders import get_encoder
+        from napari_mrplip.embed.pool import embedder_for, encoder_for
 
         with self._lock:
-            if spec not in self._embedders:
-                self._embedders[spec] = embedder_for(get_encoder(spec))
+            if spec not in self._embedders:  # the heatmap panel's model and cache (embed.pool)
+                self._embedders[spec] = embedder_for(encoder_for(spec))
             return self._embedders[spec]
 
     def score(self) -> HeatmapJob | None:

@@ -135,6 +135,7 @@ class EmbeddingCache:
         self._blocks: OrderedDict[tuple, _Block] = OrderedDict()
         self._stores: dict[GridKey, object] = {}
         self._boxes: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._grids: dict[GridKey, object] = {}
         self._lock = threading.RLock()
         self.disk_reads = 0
         self.disk_writes = 0
@@ -339,6 +340,60 @@ class EmbeddingCache:
                            f"({type(e).__name__}: {e}); results are unaffected")  # fmt: skip
             return
         self.disk_writes += 1
+
+    # -- lattices as boxes: review and fine-tuning reuse heatmap tiles ---------------
+    def register_grid(self, key: GridKey, grid) -> None:
+        """Remember ``grid`` (a ``TileGrid``) as the geometry of ``key``'s lattice."""
+        with self._lock:
+            self._grids[key] = grid
+
+    def lattice_lookup(self, slide_id_: str, model_id: str, tile_px: int, boxes: np.ndarray):
+        """Cached lattice embeddings of level-0 boxes that read the same pixels as a lattice tile.
+
+        A box reads the same pixels as lattice tile ``(r, c)`` when both have the same side
+        (so the same level and window) and the same rounded origin (``embed.tiles``), and the
+        model input is the same.
+
+        Returns
+        -------
+        emb : np.ndarray
+            ``(N, D)`` float32 (zeros where not found); ``None`` when no lattice is known.
+        found : np.ndarray
+            ``(N,)`` bool.
+        """
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        found = np.zeros(len(boxes), bool)
+        emb = None
+        with self._lock:
+            grids = [(k, g) for k, g in self._grids.items()
+                     if k.slide_id == slide_id_ and k.model_id == model_id and g.out_px == tile_px]  # fmt: skip
+        for key, grid in grids:
+            side = boxes[:, 2] - boxes[:, 0]
+            same = ~found & (np.abs(side - grid.tile_level0) <= 1e-6 * grid.tile_level0)
+            same &= np.abs((boxes[:, 3] - boxes[:, 1]) - side) <= 1e-6 * grid.tile_level0
+            if not same.any():
+                continue
+            idx = np.flatnonzero(same)
+            s = grid.step_level0
+            cols = np.rint(boxes[idx, 0] / s).astype(np.int64)
+            rows = np.rint(boxes[idx, 1] / s).astype(np.int64)
+            rows_n, cols_n = key.shape
+            inside = (rows >= 0) & (rows < rows_n) & (cols >= 0) & (cols < cols_n)
+            idx, rows, cols = idx[inside], rows[inside], cols[inside]
+            if not len(idx):
+                continue
+            rb = grid.read_boxes(rows, cols)
+            match = (np.rint(rb[:, 0]) == np.rint(boxes[idx, 0])) & (
+                np.rint(rb[:, 1]) == np.rint(boxes[idx, 1])
+            )
+            idx, rows, cols = idx[match], rows[match], cols[match]
+            for i, r, c in zip(idx.tolist(), rows.tolist(), cols.tolist()):
+                e, ok = self.gather(key, r, r + 1, c, c + 1)
+                if ok[0, 0]:
+                    if emb is None:
+                        emb = np.zeros((len(boxes), key.dim), np.float32)
+                    emb[i], found[i] = e[0, 0], True
+        return emb, found
 
     # -- arbitrary boxes (review, linear probe) -----------------------------------------
     def get_box(self, key: tuple) -> np.ndarray | None:

@@ -109,6 +109,7 @@ class SlideEmbedder:
         if len(rows) == 0:
             return
         key = self.grid_key(slide, grid)
+        self.cache.register_grid(key, grid)  # boxes on this lattice find its embeddings
         boxes = grid.read_boxes(rows, cols)  # edge tiles read inside the slide
         reader = TileReader(
             slide,
@@ -169,6 +170,14 @@ class SlideEmbedder:
                 missing.append(i)
             else:
                 out[i] = e
+        if missing:  # tiles a heatmap already embedded on its lattice (same pixels)
+            emb, found = self.cache.lattice_lookup(sid, mid, side, boxes[missing])
+            if emb is not None:
+                for j, i in enumerate(missing):
+                    if found[j]:
+                        out[i] = emb[j]
+                        self.cache.put_box(keys[i], emb[j])
+                missing = [i for j, i in enumerate(missing) if not found[j]]
         if progress and len(keys) > len(missing):
             progress(len(keys) - len(missing))
         if not missing:

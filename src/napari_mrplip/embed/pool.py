@@ -1,4 +1,4 @@
-"""Process-wide sharing: one embedding cache, one :class:`SlideEmbedder` per (model, device).
+"""Process-wide sharing: one model per (spec, device), one embedding cache, one embedder per model.
 
 Every panel and command in one process that embeds tiles with the same model goes through
 the same embedder, so tiles one of them embedded cost the others no encoder call.
@@ -16,6 +16,33 @@ SHARED_CACHE_TILES = 200_000
 _LOCK = threading.Lock()
 _CACHE: EmbeddingCache | None = None
 _EMBEDDERS: dict[tuple[str, str], object] = {}
+_ENCODERS: dict[tuple[str, str], object] = {}
+_LOAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+
+
+def encoder_for(spec: str, device: str | None = None):
+    """The process-wide encoder for a model spec on a device, loaded on first use.
+
+    Every panel and command in the process asks here, so one model sits in memory however
+    many panels use it. ``device`` ``None``/``"auto"`` resolves as ``get_encoder`` does.
+    """
+    from napari_mrplip.models.encoders import get_encoder
+
+    dev = None if device in (None, "", "auto") else str(device)
+    key = (str(spec), dev or "auto")
+    with _LOCK:
+        enc = _ENCODERS.get(key)
+        lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
+    if enc is not None:
+        return enc
+    with lock:  # one load per key, even when two panels ask at once
+        with _LOCK:
+            enc = _ENCODERS.get(key)
+        if enc is None:
+            enc = get_encoder(spec, device=dev)
+            with _LOCK:
+                _ENCODERS[key] = enc
+        return enc
 
 
 def shared_cache() -> EmbeddingCache:
