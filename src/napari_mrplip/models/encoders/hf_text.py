@@ -17,11 +17,10 @@ enabled.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 from napari_mrplip.models.encoders.hf_hub import find_snapshot
-from napari_mrplip.models.encoders.weights import read_side_file
+from napari_mrplip.models.encoders.weights import read_json_object, read_side_file
 from napari_mrplip.models.errors import ModelLoadError
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")
@@ -32,14 +31,8 @@ LEGACY_TEXT_KEYS = {"proj": "hf_proj_type", "pooler_type": "hf_pooler_type"}
 
 
 def _has_model_config(folder: Path) -> bool:
-    path = folder / "config.json"
-    if not path.is_file():
-        return False
-    try:
-        raw = json.loads(read_side_file(path))
-    except (OSError, ValueError):
-        return False
-    return isinstance(raw, dict) and raw.get("model_type") not in (None, "clip")
+    raw = read_json_object(folder / "config.json")
+    return raw is not None and raw.get("model_type") not in (None, "clip")
 
 
 def text_model_dir(name: str, root: Path) -> Path:

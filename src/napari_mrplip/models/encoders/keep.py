@@ -18,7 +18,6 @@ Preprocessing as KEEP's README: 224 px, ImageNet mean/std; texts padded to 256 t
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from napari_mrplip.models.encoders.weights import (
     build_bounded,
     find_weights,
     load_into,
+    read_json_object,
     read_side_file,
     read_state_dict,
     weights_fingerprint,
@@ -50,14 +50,8 @@ CONTEXT_LENGTH = 256
 
 
 def _config(root: Path) -> dict | None:
-    path = root / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(read_side_file(path))
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) and raw.get("model_type") == "keep" else None
+    raw = read_json_object(root / "config.json")
+    return raw if raw is not None and raw.get("model_type") == "keep" else None
 
 
 def detect(spec: str) -> bool:

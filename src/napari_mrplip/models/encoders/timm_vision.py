@@ -19,7 +19,6 @@ tokens (after register tokens), as the Virchow model cards prescribe.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from napari_mrplip.models.encoders.base import TorchEncoder, pick_device
@@ -27,7 +26,7 @@ from napari_mrplip.models.encoders.weights import (
     build_bounded,
     find_weights,
     load_into,
-    read_side_file,
+    read_json_object,
     read_state_dict,
     weights_fingerprint,
 )
@@ -46,14 +45,8 @@ LAYER_NAMES = {
 
 
 def _config(root: Path) -> dict | None:
-    path = root / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        raw = json.loads(read_side_file(path))
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) and "architecture" in raw else None
+    raw = read_json_object(root / "config.json")
+    return raw if raw is not None and "architecture" in raw else None
 
 
 def detect(spec: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import warnings
 import zipfile
@@ -159,6 +160,17 @@ def read_side_file(path: Path, limit: int = MAX_SIDE_FILE) -> str:
             f"tokenizer ({limit >> 20} MiB): replace it with the published file"
         )
     return path.read_text(encoding="utf-8")
+
+
+def read_json_object(path: Path) -> dict | None:
+    """A side file's JSON object, or None when absent, unreadable or not an object (detection)."""
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(read_side_file(path))
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def build_bounded(make, weights: Path):
