@@ -90,7 +90,7 @@ def test_dead_training_process_shows_error_and_keeps_the_regions(
     qtbot.waitUntil(lambda: w.status.value.startswith("error"), timeout=120_000)
     assert "exited with code" in w.status.value or "mrplip_config.json" in w.status.value
     assert "broken-model" in w.status.value
-    regions = json.loads((tmp_path / "ft-prompt" / "regions.geojson").read_text())
+    regions = json.loads((tmp_path / "ft-prompt.regions.geojson").read_text())
     assert len(regions["features"]) == 4
     assert (
         all(np.array_equal(a, b) for a, b in zip(before, shapes.data)) and shapes in viewer.layers

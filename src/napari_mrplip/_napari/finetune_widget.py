@@ -214,10 +214,14 @@ class FinetuneWidget(Container):
             raise ValueError(
                 f"{self.mode.value} mode from the viewer needs a Shapes layer (or use linear mode)"
             )
-        out.mkdir(parents=True, exist_ok=True)
-        regions = out / "regions.geojson"
-        regions.write_text(
-            json.dumps(fl.regions_geojson(fl.regions_from_shapes(layer, slide_layer)))
+        from napari_mrplip.outputs import write_text
+
+        # beside the run folder, not in it: the CLI refuses an --out that holds an input
+        regions = out.with_name(out.name + ".regions.geojson")
+        write_text(
+            regions,
+            json.dumps(fl.regions_geojson(fl.regions_from_shapes(layer, slide_layer))),
+            overwrite=True,
         )
         return args + ["--data", str(regions), "--slide", slide_path]
 

@@ -140,7 +140,9 @@ def _check_out(args) -> None:
     out = Path(args.out)
     inputs = [p for p in (args.model, args.data, args.slide, args.val_slide, args.val_data,
                           *(args.stain_labels or [])) if p and Path(p).exists()]  # fmt: skip
-    empty_dir = out.is_dir() and not any(out.iterdir())
+    # the panel's process launcher creates these before the command runs
+    own = {"process-stderr.log", "progress.jsonl"}
+    empty_dir = out.is_dir() and not [p for p in out.iterdir() if p.name not in own]
     check_output(out, inputs=inputs, overwrite=args.overwrite or empty_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; name a folder for the checkpoint")
