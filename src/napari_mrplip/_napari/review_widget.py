@@ -146,6 +146,11 @@ class ReviewWidget(Container):
         except (ValueError, OSError) as e:
             return self._fail(e)
         notes = "; ".join(str(w.message) for w in caught)
+        lost = len(self.state.unmatched) if self.state is not None else 0
+        if lost:  # decisions whose polygon or label changed in the file: reported, not applied
+            notes = (notes + "; " if notes else "") + (
+                f"{lost} saved decision(s) match no annotation any more and were not applied"
+            )
         self.status.value = f"{len(doc.annotations)} annotations from {path.name}" + (
             f" ({notes})" if notes else ""
         )
