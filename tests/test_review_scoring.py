@@ -144,3 +144,20 @@ def test_apply_scores_fills_review_records(slide, encoder):
         assert a.review.model_label in {"glass", "tissue"} and 0 <= a.review.agreement <= 1
         assert a.review.original_label == a.label
     assert anns[0].review.status == "flagged"
+
+
+def test_many_small_annotations_share_model_batches(slide, encoder):
+    """192 one-tile polygons: tiles are batched across annotations, not one call each."""
+    tile = encoder.input_size * 1.0 / slide.mpp
+    anns = [
+        _ann(i, box(x, y, x + tile * 0.9, y + tile * 0.9), "glass" if i % 2 else "tissue")
+        for i, (x, y) in enumerate((c * tile, r * tile) for r in range(12) for c in range(16))
+    ]
+    embedder = SlideEmbedder(encoder, batch_size=64)
+    before, seen = encoder.image_encode_calls, []
+    scores = score_annotations(anns, slide, encoder, target_mpp=1.0, embedder=embedder,
+                               progress=lambda d, t: seen.append(d))  # fmt: skip
+    assert len(scores) == 192 and all(s.n_tiles == 1 for s in scores if s.status == SCORED)
+    tiles = sum(s.n_tiles for s in scores)
+    assert encoder.image_encode_calls - before <= -(-tiles // 64) + 1  # batches, not annotations
+    assert seen == sorted(seen) and seen[-1] == tiles

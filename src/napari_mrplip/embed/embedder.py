@@ -182,14 +182,18 @@ class SlideEmbedder:
             progress(len(keys) - len(missing))
         if not missing:
             return out
+        same: dict[tuple, list[int]] = {}  # a box asked for twice is encoded once
+        for i in missing:
+            same.setdefault(keys[i], []).append(i)
+        unique = [idx[0] for idx in same.values()]
         read = lambda i: read_tile(slide, boxes[i], side)  # noqa: E731
         with ThreadPoolExecutor(self.workers) as pool:
-            for s in range(0, len(missing), self.batch_size):
-                part = missing[s : s + self.batch_size]
+            for s in range(0, len(unique), self.batch_size):
+                part = unique[s : s + self.batch_size]
                 emb = self._encode(np.stack(list(pool.map(read, part))))
                 for i, e in zip(part, emb):
-                    out[i] = e
+                    out[same[keys[i]]] = e
                     self.cache.put_box(keys[i], e)
                 if progress:
-                    progress(len(part))
+                    progress(sum(len(same[keys[i]]) for i in part))
         return out

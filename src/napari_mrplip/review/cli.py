@@ -130,10 +130,20 @@ def review(cfg: ReviewConfig, out=sys.stdout) -> list:
         print(f"warning: {w.message}", file=sys.stderr)
     with open_slide(cfg.slide, mpp=cfg.slide_mpp) as slide:  # cheap checks before the model
         encoder = get_encoder(cfg.model, device=cfg.device)
-        scores = score_annotations(
-            doc.annotations, slide, encoder, target_mpp=cfg.target_mpp,
-            extra_labels=cfg.extra_labels, prompts=cfg.prompts, min_coverage=cfg.min_coverage, max_tiles=cfg.max_tiles,
-        )  # fmt: skip
+        from tqdm.auto import tqdm
+
+        # tiles are embedded across annotations in chunks; the bar counts tiles (off if not a tty)
+        with tqdm(desc="tiles", unit="tile", disable=None, file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            scores = score_annotations(
+                doc.annotations, slide, encoder, target_mpp=cfg.target_mpp,
+                extra_labels=cfg.extra_labels, prompts=cfg.prompts, min_coverage=cfg.min_coverage,
+                max_tiles=cfg.max_tiles, progress=progress,
+            )  # fmt: skip
     ranked = rank(scores)
     _print(ranked, cfg.as_json, out)
     if cfg.out is not None:

@@ -187,12 +187,51 @@ def iter_scores(
     return _iterate(annotations, plan, slide, mpp, embedder, encoder, class_emb, classes)
 
 
+#: Tiles embedded per call across annotations (many small polygons share model batches).
+CHUNK_TILES = 1024
+
+
 def _iterate(annotations, plan, slide, mpp, embedder, encoder, class_emb, classes):
-    total, done = sum(len(b) for b in plan), 0
-    for ann, boxes in zip(annotations, plan):
-        score = _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes)
-        done += len(boxes)
-        yield score, done, total
+    """Yield each annotation's score in order; tiles are embedded in chunks that span
+    annotations, so 50,000 one-tile polygons cost about what their tiles cost to embed."""
+    sizes = [len(b) for b in plan]
+    total = sum(sizes)
+    ends = np.cumsum(sizes)
+    flat = np.concatenate([b for b in plan if len(b)]) if total else np.zeros((0, 4))
+    emb = np.zeros((total, int(encoder.embed_dim)), np.float32)
+    failed: dict[int, str] = {}  # annotation index -> read error
+    chunk = max(CHUNK_TILES, int(embedder.batch_size))
+    k, done = 0, 0
+    for s in range(0, max(total, 1), chunk):
+        e = min(total, s + chunk)
+        if e > s:
+            _embed_chunk(slide, embedder, flat, ends, sizes, s, e, emb, failed)
+        while k < len(plan) and (ends[k] <= e or e == total):
+            score = _scored(annotations[k], plan[k], emb[ends[k] - sizes[k] : ends[k]],
+                            failed.get(k), encoder, class_emb, classes)  # fmt: skip
+            done += sizes[k]
+            yield score, done, total
+            k += 1
+
+
+def _embed_chunk(slide, embedder, flat, ends, sizes, s, e, emb, failed) -> None:
+    """Embed tiles ``[s, e)`` in one call; on a read error, annotation by annotation."""
+    from napari_mrplip.io.errors import TileReadError
+
+    try:
+        emb[s:e] = embedder.embed_boxes(slide, flat[s:e])
+        return
+    except TileReadError:
+        pass
+    first = int(np.searchsorted(ends, s, side="right"))
+    for k in range(first, len(sizes)):
+        a, b = max(s, ends[k] - sizes[k]), min(e, ends[k])
+        if a >= b:
+            break
+        try:
+            emb[a:b] = embedder.embed_boxes(slide, flat[a:b])
+        except TileReadError as err:
+            failed[k] = str(err)
 
 
 def score_annotations(
@@ -229,9 +268,7 @@ def score_annotations(
     return scores
 
 
-def _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes) -> AnnotationScore:
-    from napari_mrplip.io.errors import TileReadError
-
+def _scored(ann, boxes, emb, error: str | None, encoder, class_emb, classes) -> AnnotationScore:
     if not len(boxes):
         return AnnotationScore(
             ann.id,
@@ -239,10 +276,8 @@ def _score_one(ann, boxes, slide, mpp, embedder, encoder, class_emb, classes) ->
             NO_TILES,
             message="the polygon lies outside the slide: no tiles to score",
         )
-    try:
-        emb = embedder.embed_boxes(slide, boxes)
-    except TileReadError as e:
-        return AnnotationScore(ann.id, ann.label, READ_ERROR, message=str(e))
+    if error is not None:
+        return AnnotationScore(ann.id, ann.label, READ_ERROR, message=error)
     return _summarise(ann, classify(emb, class_emb, encoder.logit_scale), classes)
 
 
