@@ -58,6 +58,13 @@ def _run(viewer, widget, app, path, prompts, mag="20x (0.5 µm/px)"):
     app.processEvents()
 
 
+def _zoom(viewer, app, factor=3.0):
+    """Zoom into the slide's centre (cells become visible); follow the view is turned off
+    first so the shot shows the map just computed."""
+    viewer.camera.zoom = viewer.camera.zoom * factor
+    app.processEvents()
+
+
 def shoot(viewer, out: Path, name: str):
     out.mkdir(parents=True, exist_ok=True)
     _small(viewer.screenshot(canvas_only=True, flash=False)).save(
@@ -70,6 +77,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--only-dense", action="store_true", help="only the IHC dense vs tile shots")
     args = ap.parse_args(argv)
     from napari_mrplip._napari.workers import import_torch_safely
 
@@ -85,7 +93,7 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(widget, name="Prompt heatmap")
     app = QApplication.instance()
     d = widget.display
-    for key, (path, prompts) in SLIDES.items():
+    for key, (path, prompts) in SLIDES.items() if not args.only_dense else [("ihc", SLIDES["ihc"])]:
         _run(viewer, widget, app, path, prompts)
         heat = [ly for ly in viewer.layers if "prompt" in ly.metadata]
         heat[1].visible = False  # one prompt at a time, as a pathologist reads it
@@ -104,6 +112,20 @@ def main(argv=None) -> int:
         d.outline.value = True
         shoot(viewer, args.out, f"heatmap-{key}-outline")
         d.outline.value = False
+        if key == "ihc":  # the same prompt, dense (7 x 7 per tile), at 40x
+            from napari_mrplip._napari.heatmap_widget import DETAILS
+
+            widget.follow.value = False  # keep the whole-slide 40x map while zooming in
+            widget.detail.value = DETAILS[1]
+            _run(viewer, widget, app, path, prompts, mag="40x (0.25 µm/px)")
+            [ly for ly in viewer.layers if "prompt" in ly.metadata][1].visible = False
+            _zoom(viewer, app)
+            shoot(viewer, args.out, "heatmap-ihc-dense")
+            widget.detail.value = DETAILS[0]
+            _run(viewer, widget, app, path, prompts, mag="40x (0.25 µm/px)")
+            [ly for ly in viewer.layers if "prompt" in ly.metadata][1].visible = False
+            _zoom(viewer, app)
+            shoot(viewer, args.out, "heatmap-ihc-tile-40x")
     widget.prompts.value = "tumour\ndense nuclei"
     app.processEvents()
     img = widget.native.grab().toImage()

@@ -6,7 +6,7 @@
 # offline StainCaptioner; OS-1 is held out for scripts/eval_demo_model.py. Then exports OUT/final
 # in float16 into the package. About 15-25 minutes on 1 CPU thread of a shared 2-core machine.
 #
-# Environment: CONFIG (mrplip-tiny-dense: the tiny model with dense token alignment), MAX_STEPS (200), THREADS (1), SLIDES (space-separated; default below), DEST (where
+# Environment: CONFIG (mrplip-tiny; mrplip-tiny-dense adds dense token alignment), MAX_STEPS (200), THREADS (1), SLIDES (space-separated; default below), DEST (where
 # the float16 export goes; default: the package).
 #
 # Usage: scripts/train_demo_model.sh [OUT_DIR]   (default runs/mrplip-demo; pass --resume as
@@ -20,7 +20,7 @@ DEST=${DEST:-src/napari_mrplip/models/weights/mrplip-demo}
 SLIDES=${SLIDES:-"$DATA/CMU-1-Small-Region.svs $DATA/OS-2-ndpi.ome.tif skimage:immunohistochemistry"}
 
 "$PY" -m napari_mrplip.train \
-    --config "${CONFIG:-mrplip-tiny-dense}" \
+    --config "${CONFIG:-mrplip-tiny}" \
     --slides $SLIDES \
     --out "$OUT" \
     --magnifications 10 20 --children-per-parent 2 --tile-px 112 --parents-per-slide 100 \

@@ -28,6 +28,8 @@ from .layers import HEATMAP_KEY, HeatmapCanvas, heatmap_colormap
 
 #: metadata key of the outline Shapes layer.
 OUTLINE_KEY = "mrplip_heatmap_outline"
+#: Narrowest colour span above the threshold.
+MIN_SPAN = 0.02
 #: How many regions the ranked list shows.
 TOP_N = 10
 
@@ -86,8 +88,13 @@ class DisplayControls(Container):
         return prompts.index(self.focus.value) if self.focus.value in prompts else 0
 
     def limits(self) -> tuple[float, float, float]:
-        """(threshold, low, high) in score units; the slider is a fraction of the range."""
+        """(threshold, low, high) in score units. Probabilities: the slider is the threshold
+        itself (0-1) and colours span threshold -> ``value_range`` high; cosine: the slider
+        is a fraction of the 1st-99th percentile range."""
         lo, hi = value_range(self._canvas.scores, self._mode)
+        if self._mode != "cosine":
+            thr = float(self.threshold.value)
+            return thr, lo, max(hi, thr + MIN_SPAN)
         return lo + float(self.threshold.value) * (hi - lo), lo, hi
 
     # -- applying ---------------------------------------------------------------------

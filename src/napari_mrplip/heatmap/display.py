@@ -18,13 +18,23 @@ from .result import VALUE_MEANING
 FADE_KNEE = 0.6
 
 
+#: Narrowest span of the probability colour scale above its low end (0.1 = 10 points).
+MIN_PROB_SPAN = 0.1
+
+
 def value_range(scores: np.ndarray, mode: str) -> tuple[float, float]:
-    """(low, high) of the colour scale: [0, 1] for probabilities; for cosine the 1st-99th
-    percentile of the scored values (cosines of one model sit in a narrow band)."""
-    if mode != "cosine":
-        return 0.0, 1.0
+    """(low, high) of the colour scale (the colour bar shows it).
+
+    Probabilities: low 0, high the 99th percentile of the scored values (at least
+    ``MIN_PROB_SPAN``, at most 1): a map whose values all sit near chance (0.3-0.45 with three
+    prompts) still uses the whole colormap instead of fading out. Cosine: the 1st-99th
+    percentile (cosines of one model sit in a narrow band).
+    """
     vals = np.asarray(scores, np.float32)
     vals = vals[~np.isnan(vals)]
+    if mode != "cosine":
+        hi = float(np.percentile(vals, 99)) if vals.size else 1.0
+        return 0.0, float(min(1.0, max(hi, MIN_PROB_SPAN)))
     if vals.size == 0:
         return -1.0, 1.0
     lo, hi = (float(v) for v in np.percentile(vals, [1, 99]))
