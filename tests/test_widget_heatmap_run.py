@@ -224,6 +224,8 @@ def test_follow_the_view_encodes_only_new_tiles_and_cancels_superseded_work(
 def test_display_threshold_outline_regions_and_save(opened, qtbot, tmp_path):
     import json
 
+    from napari_mrplip._napari.view import camera
+
     viewer, widget, slide_layer = opened
     widget.model.value = "mrplip-demo"
     widget.prompts.value = PROMPTS
@@ -250,7 +252,7 @@ def test_display_threshold_outline_regions_and_save(opened, qtbot, tmp_path):
     d.regions.value = [1] if len(regs) > 1 else [0]
     i = d.regions.value[0]
     x, y = regs[i].centre_level0
-    wy, wx = viewer.camera.center[-2:]
+    wy, wx = camera(viewer).center[-2:]
     assert abs(wx - x * slide_layer.scale[-1]) < 1 and abs(wy - y * slide_layer.scale[-2]) < 1
     # outline: a Shapes layer of paths inside the slide
     d.outline.value = True

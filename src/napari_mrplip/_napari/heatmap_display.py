@@ -25,6 +25,7 @@ from napari_mrplip.heatmap.display import legend_text, outline_rings, top_region
 from napari_mrplip.heatmap.result import HeatmapResult
 
 from .layers import HEATMAP_KEY, HeatmapCanvas, heatmap_colormap
+from .view import camera
 
 #: metadata key of the outline Shapes layer.
 OUTLINE_KEY = "mrplip_heatmap_outline"
@@ -155,7 +156,7 @@ class DisplayControls(Container):
             return None
         x, y = self._found[index].centre_level0
         (wy, wx), = to_world(np.array([[x + 0.5, y + 0.5]]), self.slide_layer)  # fmt: skip
-        self.viewer.camera.center = (wy, wx)
+        camera(self.viewer).center = (wy, wx)
         return wy, wx
 
     def regions_result(self) -> HeatmapResult:
