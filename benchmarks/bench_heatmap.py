@@ -10,6 +10,8 @@ Run:  .venv/bin/python benchmarks/bench_heatmap.py [--model SPEC] [--device cpu|
 3. time to the first partial heatmap for a 1920x1080 viewport (1 screen px = 1 level-0 px)
    on a freshly opened slide (cold: includes the tissue mask) and on a new viewport (warm).
 4. tiles/s with dense (patch-token) maps on vs off, interleaved, in one run.
+6. ``--only plain``: ours vs the plain batched loop (OpenSlide ``read_region`` + batched
+   model, no loader workers) at 1 and 2 torch threads, interleaved.
 5. the first partial update after a pan, from the moment the view settles (debounce
    excluded), median of ``--pans`` pans per mode, tile-only and dense interleaved.
 
@@ -112,6 +114,60 @@ def bench_throughput(encoder, batch_size: int | None) -> dict:
     naive = len(xs) / (time.perf_counter() - t)
     return {"tiles": int(res.total), "ours_tiles_s": ours, "naive_tiles_s": naive,
             "speedup": ours / naive, "batch_size": engine.batch_size}  # fmt: skip
+
+
+def bench_plain(encoder, batch_size: int | None, threads=(1, 2), repeats: int = 3) -> dict:
+    """Ours vs the plain batched loop, every tile of the CMU SVS at 0.5 µm/px, interleaved.
+
+    Plain: OpenSlide ``read_region`` of each tile in the calling thread, PIL resize when
+    needed, the model called on batches of the engine's batch size; no loader workers. Ours:
+    a fresh ``HeatmapEngine`` per round (default decode threads: the cores torch leaves free).
+    Arms alternate within each round; medians over ``repeats`` rounds per torch thread count.
+    """
+    import openslide
+    import torch
+
+    from napari_mrplip.heatmap.engine import HeatmapEngine
+    from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.io import open_slide
+
+    slide = open_slide(CMU)
+    req = HeatmapRequest(("tumour", "stroma"), ("background",), target_mpp=0.5,
+                         tissue_only=False, fusion=(0.0, 1.0, 0.0))  # fmt: skip
+    size = encoder.input_size
+    encoder.encode_tiles(np.zeros((2, size, size, 3), np.uint8))
+    out = {}
+    for n in threads:
+        torch.set_num_threads(n)
+        ours, plain, workers = [], [], None
+        for _ in range(repeats):
+            engine = HeatmapEngine(encoder, batch_size=batch_size)
+            workers = engine.embedder.workers
+            t = time.perf_counter()
+            res = engine.compute(slide, req)
+            ours.append(res.total / (time.perf_counter() - t))
+            grid = engine.grid_for(slide, req)
+            rr, cc = np.mgrid[0 : grid.shape[0], 0 : grid.shape[1]]
+            boxes = grid.read_boxes(rr.ravel(), cc.ravel())
+            osr, bs = openslide.OpenSlide(str(CMU)), engine.batch_size
+            t = time.perf_counter()
+            for s in range(0, len(boxes), bs):
+                tiles = []
+                for x0, y0, x1, _ in boxes[s : s + bs].tolist():
+                    side = int(round(x1 - x0))
+                    img = osr.read_region((int(x0), int(y0)), 0, (side, side)).convert("RGB")
+                    tiles.append(np.asarray(img if side == size else img.resize((size, size))))
+                encoder.encode_tiles(np.stack(tiles))
+            plain.append(len(boxes) / (time.perf_counter() - t))
+            osr.close()
+        out[f"{n}_threads"] = {
+            "ours_tiles_s": round(statistics.median(ours), 1),
+            "plain_batched_tiles_s": round(statistics.median(plain), 1),
+            "ours_over_plain": round(statistics.median(ours) / statistics.median(plain), 3),
+            "decode_workers": workers,
+            "rounds": repeats,
+        }
+    return out
 
 
 def bench_reprompt(encoder, n_tiles: int = 100_000, n_prompts: int = 10, repeats: int = 5):
@@ -258,8 +314,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tiles", type=int, default=100_000, help="cached tiles for re-prompt")
     parser.add_argument("--threads", type=int, default=None, help="torch and BLAS threads")
     parser.add_argument("--pans", type=int, default=20, help="pans per mode (interleaved)")
-    parser.add_argument("--only", choices=("dense", "pan"), default=None,
-                        help="run only the dense-maps or the pan measurement")  # fmt: skip
+    parser.add_argument("--only", choices=("dense", "pan", "plain"), default=None,
+                        help="run only the dense-maps, the pan or the plain-loop measurement")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -270,7 +326,8 @@ def main(argv=None) -> int:
               "embed_dim": encoder.embed_dim, "device": str(encoder.device)}  # fmt: skip
     if args.only:
         fn = {"dense": lambda: bench_dense(encoder, args.batch_size),
-              "pan": lambda: bench_pan(encoder, args.batch_size, args.pans)}[args.only]  # fmt: skip
+              "pan": lambda: bench_pan(encoder, args.batch_size, args.pans),
+              "plain": lambda: bench_plain(encoder, args.batch_size)}[args.only]  # fmt: skip
         report[args.only] = fn()
         print(json.dumps(report, indent=2, default=str))
         return 0

@@ -3,7 +3,7 @@
     python benchmarks/bench_review.py [--n 50000] [--threads 2]
 
 A generated 8192² px slide at 0.5 µm/px; ``n`` one-tile square polygons (0.9 tile wide) on
-the 1 µm/px lattice; a tiny CLIP (32 px input) so that reading and batching, not the model,
+the 0.5 µm/px lattice; a tiny CLIP (32 px input) so that reading and batching, not the model,
 dominate. Arms, interleaved (``--repeats`` rounds), each with a fresh embedding cache:
 ``embed`` = ``SlideEmbedder.embed_boxes`` of exactly the tiles review plans; ``review`` =
 ``score_annotations`` (planning + embedding + scoring); ``per_annotation`` = one embedding
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     path = write_synthetic_slide(Path(tempfile.mkdtemp()) / "s.ome.tif", size=(8192, 8192), mpp=0.5)
     slide = open_slide(path)
     enc = TinyClipEncoder(seed=0)
-    tile = enc.input_size * 1.0 / slide.mpp
+    tile = enc.input_size * 0.5 / slide.mpp
     cols = int(slide.dimensions[0] // tile)
     anns = [Annotation(id=f"a{i}", geometry=box(c * tile, r * tile, (c + 0.9) * tile, (r + 0.9) * tile),
                        label="a" if i % 2 else "b")
@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
         SlideEmbedder(enc).embed_boxes(slide, boxes)
         out["embed_s"].append(round(time.perf_counter() - t0, 2))
         t0 = time.perf_counter()
-        score_annotations(anns, slide, enc, target_mpp=1.0, embedder=SlideEmbedder(enc))
+        score_annotations(anns, slide, enc, target_mpp=0.5, embedder=SlideEmbedder(enc))
         out["review_s"].append(round(time.perf_counter() - t0, 2))
         emb, t0 = SlideEmbedder(enc), time.perf_counter()
         for a in anns[: args.n_slow]:

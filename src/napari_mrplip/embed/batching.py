@@ -45,6 +45,23 @@ def resolve_device(requested: str | None) -> str:
     return requested
 
 
+def decode_workers(device: str) -> int:
+    """Tile-decoding threads from the cores torch leaves free.
+
+    On CPU, torch's intra-op threads run the model; decode threads beyond the remaining
+    cores only compete with it (on 2 cores with 2 torch threads: 1 decode thread). On an
+    accelerator the CPU is free for decoding: every core.
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    if not str(device).startswith("cpu"):
+        return max(2, cores)
+    torch = sys.modules.get("torch")
+    used = int(torch.get_num_threads()) if torch is not None else cores
+    return max(1, cores - used)
+
+
 def default_batch_size(device: str) -> int:
     """Tiles per batch for a device string (``"cuda:0"`` -> the CUDA default)."""
     return DEFAULT_BATCH.get(str(device).split(":")[0], DEFAULT_BATCH["cpu"])

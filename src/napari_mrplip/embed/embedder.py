@@ -18,7 +18,7 @@ import numpy as np
 from napari_mrplip.io.slide import Slide
 from napari_mrplip.tiling.grid import TileGrid
 
-from .batching import AdaptiveBatcher, default_batch_size, tile_allocator
+from .batching import AdaptiveBatcher, decode_workers, default_batch_size, tile_allocator
 from .cache import EmbeddingCache, GridKey, slide_id
 from .reader import TileReader
 from .tiles import read_tile
@@ -58,16 +58,16 @@ class SlideEmbedder:
         Shared cache (a private in-memory one by default).
     batch_size : int, optional
         Tiles per model call (device default: 256 on CUDA, 32 on CPU); halved on OOM.
-    workers : int
-        Tile-decoding threads.
+    workers : int, optional
+        Tile-decoding threads (default: the cores torch leaves free, ``batching.decode_workers``).
     """
 
-    def __init__(self, encoder, cache: EmbeddingCache | None = None, batch_size=None, workers=2):
+    def __init__(self, encoder, cache: EmbeddingCache | None = None, batch_size=None, workers=None):
         self.encoder = encoder
         self.cache = cache if cache is not None else EmbeddingCache()
         self.device = str(encoder.device)
         self.batcher = AdaptiveBatcher(encoder, batch_size or default_batch_size(self.device))
-        self.workers = max(1, int(workers))
+        self.workers = max(1, int(workers or decode_workers(self.device)))
         self.tiles_encoded = 0
         self._count_lock = threading.Lock()
 

@@ -49,8 +49,8 @@ class HeatmapEngine:
         Shared embedding cache (a private in-memory one by default).
     batch_size : int, optional
         Tiles per model call (device default: 256 on CUDA, 32 on CPU); halved on OOM.
-    workers : int
-        Tile-decoding threads.
+    workers : int, optional
+        Tile-decoding threads (default: the cores torch leaves free).
     embedder : SlideEmbedder, optional
         Embed through this one (e.g. the process-wide one of :mod:`napari_mrplip.embed.pool`)
         instead of a new one built from the arguments above.
@@ -61,7 +61,7 @@ class HeatmapEngine:
         encoder,
         cache: EmbeddingCache | None = None,
         batch_size=None,
-        workers=2,
+        workers=None,
         embedder: SlideEmbedder | None = None,
     ):
         self.encoder = encoder
