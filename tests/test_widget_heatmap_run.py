@@ -239,7 +239,8 @@ def test_display_threshold_outline_regions_and_save(opened, qtbot, tmp_path):
     high = d.limits()[2]
     vals = widget.canvas.scores[~np.isnan(widget.canvas.scores)]
     assert high == pytest.approx(max(0.1, min(1.0, np.percentile(vals, 99))), abs=0.02) or (
-        high == pytest.approx(thr + 0.02))
+        high == pytest.approx(thr + 0.02)
+    )
     assert all(tuple(ly.contrast_limits) == pytest.approx((thr, high)) for ly in heat)
     assert all(ly.interpolation2d == "linear" for ly in heat)
     assert [ly.colorbar.visible for ly in heat] == [True, False]  # the focus prompt's only

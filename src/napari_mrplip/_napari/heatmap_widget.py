@@ -122,8 +122,14 @@ class HeatmapWidget(Container):
         self.check_vocabulary()
         self.opacity.changed.connect(self._restyle)
         self.colormap.changed.connect(self._restyle)
-        for w in (self.display.focus, self.display.threshold, self.display.fade,
-                  self.display.outline, self.display.bilinear, self.display.colorbar):
+        for w in (
+            self.display.focus,
+            self.display.threshold,
+            self.display.fade,
+            self.display.outline,
+            self.display.bilinear,
+            self.display.colorbar,
+        ):
             w.changed.connect(self._restyle)  # fmt: skip
         self.display.regions.changed.connect(self._go_to_region)
         self.display.save_btn.changed.connect(self.save_regions)

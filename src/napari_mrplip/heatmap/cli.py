@@ -49,7 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", type=ct.device, default="auto", help="auto (GPU if present), cpu, cuda, cuda:N"
     )
-    parser.add_argument("--batch-size", type=ct.positive_int, default=None, help="tiles per model call")
+    parser.add_argument(
+        "--batch-size", type=ct.positive_int, default=None, help="tiles per model call"
+    )
     parser.add_argument(
         "--overlap",
         type=ct.fraction(0.0, MAX_OVERLAP, "overlap"),
