@@ -59,7 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="tile overlap fraction, rounded to 1-1/k (0.5, 0.75)",
     )
     parser.add_argument("--mode", choices=("softmax", "cosine"), default="softmax")
-    parser.add_argument("--workers", type=ct.positive_int, default=2, help="tile-decoding threads")
+    parser.add_argument("--workers", type=ct.positive_int, default=None,
+                        help="tile-decoding threads (default: the cores torch leaves free; "
+                        "every core on a GPU)")  # fmt: skip
     parser.add_argument(
         "--max-tiles",
         type=ct.positive_int,

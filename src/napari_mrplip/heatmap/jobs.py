@@ -66,7 +66,7 @@ class HeatmapJob:
     batch_size: int | None = None
     overlap: float = 0.0
     mode: str = "softmax"
-    workers: int = 2
+    workers: int | None = None  # None: embed.batching.decode_workers(device)
     cache_dir: str | None = None
     tissue_only: bool = True
     geojson_threshold: float | None = None
