@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_mrplip.evaluation import metrics as m
+from napari_mrplip import metrics as m
 from napari_mrplip.evaluation.prompts import PromptFileError, align, read_prompt_file
 
 # rows = true class, columns = predicted class

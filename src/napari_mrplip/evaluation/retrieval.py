@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mrplip.evaluation.data import MAX_TILES, EvalDataError, read_image
-from napari_mrplip.evaluation.metrics import recall_at_k
+from napari_mrplip.metrics import recall_at_k
 from napari_mrplip.tiling.geometry import resize_rgb as resize_tile
 
 CAPTIONS = "captions.json"

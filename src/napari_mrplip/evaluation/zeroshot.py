@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from napari_mrplip.evaluation.metrics import confusion_matrix, summary
 from napari_mrplip.evaluation.prompts import ClassPrompts
+from napari_mrplip.metrics import confusion_matrix, summary
 from napari_mrplip.models import zeroshot as zs
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mrplip.metrics import confusion_matrix, per_class_recall
+
 
 @dataclass
 class ClassificationReport:
@@ -49,36 +51,6 @@ class ClassificationReport:
             f"balanced accuracy {self.balanced_accuracy:.3f} (accuracy {self.accuracy:.3f}, "
             f"n={self.n}); recall: {rec}"
         )
-
-
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(C, C)`` int64 counts, rows = true labels, columns = predictions."""
-    y_true = np.asarray(y_true, dtype=np.int64).ravel()
-    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} differ in length")
-    if y_true.size and (
-        min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n_classes
-    ):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
-
-
-def per_class_recall(cm: np.ndarray) -> np.ndarray:
-    """``(C,)`` recall per class; NaN for classes with no true examples."""
-    support = cm.sum(axis=1).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
-
-
-def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Mean per-class recall over the classes present in ``y_true``."""
-    rec = per_class_recall(confusion_matrix(y_true, y_pred, n_classes))
-    if np.all(np.isnan(rec)):
-        raise ValueError("balanced accuracy of an empty split is undefined")
-    return float(np.nanmean(rec))
 
 
 def evaluate(

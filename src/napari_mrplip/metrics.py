@@ -1,4 +1,6 @@
-"""Classification and retrieval metrics from counts (numpy only).
+"""Classification and retrieval metrics from counts (numpy only): the one place for them.
+
+Used by zero-shot evaluation (``evaluation``) and fine-tuning reports (``train.metrics``).
 
 A value nothing computed is NaN: the recall of a class with no true tile, the precision of a
 class never predicted. Balanced accuracy averages recall over the classes present;
