@@ -36,8 +36,14 @@ def tiny_mrplip(tmp_path_factory):
 
 @pytest.fixture
 def opened(make_napari_viewer, cmu_svs, tmp_path, monkeypatch):
-    """A viewer with the CMU SVS opened through the plugin reader and the panel docked."""
+    """A viewer with the CMU SVS opened through the plugin reader and the panel docked.
+
+    The process-wide embedding cache starts empty here: panels share it (``embed.pool``), so
+    another test that embedded this slide with the same seeded model would otherwise make these
+    runs cache hits, whatever order the tests run in.
+    """
     monkeypatch.setenv("MRPLIP_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("napari_mrplip.embed.pool._CACHE", None)
     from napari_mrplip._napari.heatmap_widget import HeatmapWidget
 
     viewer = make_napari_viewer()
