@@ -3,7 +3,7 @@
 # has PyTorch but no network: the project's pure-Python and binary dependencies that image lacks,
 # as unpacked cp312 manylinux wheels packed into .gpu/site.tar.xz (about 9 MB: unused imagecodecs
 # codecs removed, shared objects stripped), and the test slides in .gpu/data.
-# Both paths are git-ignored (.git/info/exclude); carry them to the GPU machine.
+# Both paths are git-ignored (.gitignore); carry them to the GPU machine.
 #
 # Usage: benchmarks/gpu_prepare.sh [SHARED_DATA_DIR]   (default ../shared/data)
 set -euo pipefail
