@@ -1,6 +1,7 @@
 """Classification and retrieval metrics from counts (numpy only): the one place for them.
 
-Used by zero-shot evaluation (``evaluation``) and fine-tuning reports (``train.metrics``).
+Used by zero-shot evaluation (``evaluation``) and fine-tuning reports (``train.metrics``),
+which also share :func:`confusion_png` (matplotlib imported only there, no pyplot state).
 
 A value nothing computed is NaN: the recall of a class with no true tile, the precision of a
 class never predicted. Balanced accuracy averages recall over the classes present;
@@ -113,3 +114,34 @@ def summary(cm: np.ndarray, classes: list[str]) -> dict:
         "classes": list(classes),
         "confusion_matrix": np.asarray(cm).astype(int).tolist(),
     }
+
+
+def confusion_png(cm: np.ndarray, classes: list[str], title: str = "") -> bytes:
+    """A confusion matrix as PNG bytes: counts written, colours row-normalised (recall).
+
+    Drawn on a bare ``matplotlib.figure.Figure`` (Agg), so it never touches pyplot's global
+    backend (safe inside napari and from worker threads).
+    """
+    import io
+
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
+    n = len(classes)
+    fig = Figure(figsize=(1.6 + 0.9 * n, 1.2 + 0.8 * n), dpi=110)
+    ax = fig.add_subplot()
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            color = "white" if frac[i, j] > 0.5 else "black"
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color=color, fontsize=9)
+    ax.set_xticks(range(n), classes, rotation=30, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()

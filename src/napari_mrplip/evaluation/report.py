@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_mrplip.metrics import confusion_png
 from napari_mrplip.outputs import announce, write_bytes, write_text
 
 
@@ -26,40 +27,6 @@ def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
-
-
-def confusion_png(cm: np.ndarray, classes: list[str], title: str) -> bytes:
-    """A confusion matrix (counts, row-normalised colour) as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm)
-    rows = cm.sum(axis=1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * n, 1.0 + 0.7 * n))
-    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(
-                j,
-                i,
-                str(cm[i, j]),
-                ha="center",
-                va="center",
-                color="white" if frac[i, j] > 0.5 else "black",
-                fontsize=9,
-            )
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    data = _png(fig)
-    plt.close(fig)
-    return data
 
 
 def comparison_png(results: dict[str, dict]) -> bytes:

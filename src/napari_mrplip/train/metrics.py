@@ -1,6 +1,6 @@
 """Classification metrics for fine-tuning: balanced accuracy, per-class recall, confusion matrix.
 
-Pure numpy (matplotlib only inside :func:`plot_confusion`, with the Agg backend), so the
+Pure numpy (the picture is ``napari_mrplip.metrics.confusion_png``), so the
 widget and the CLI can compute and draw them without torch.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mrplip.metrics import confusion_matrix, per_class_recall
+from napari_mrplip.metrics import confusion_matrix, confusion_png, per_class_recall
 
 
 @dataclass
@@ -74,33 +74,7 @@ def evaluate(
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
     """Draw the confusion matrix (row-normalised colours, counts written) to a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(report.confusion, dtype=np.float64)
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    c = len(report.class_names)
-    fig = Figure(figsize=(1.6 + 0.9 * c, 1.2 + 0.8 * c), dpi=100)
-    ax = fig.add_subplot()
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(c):
-        for j in range(c):
-            ax.text(
-                j,
-                i,
-                int(cm[i, j]),
-                ha="center",
-                va="center",
-                color="white" if norm[i, j] > 0.5 else "black",
-            )
-    ax.set_xticks(range(c), report.class_names, rotation=30, ha="right")
-    ax.set_yticks(range(c), report.class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or f"balanced accuracy {report.balanced_accuracy:.3f}")
-    fig.tight_layout()
+    title = title or f"balanced accuracy {report.balanced_accuracy:.3f}"
     path = Path(path)
-    fig.savefig(path)
+    path.write_bytes(confusion_png(report.confusion, list(report.class_names), title))
     return path
