@@ -109,8 +109,8 @@ def bench_features(manifest: Path, out: Path, encoder: str) -> dict:
 
 
 def bench_training(manifest, store, encoder, feature_dim, out, steps, slides, sampling) -> dict:
+    from napari_mrplip.progress import read_events
     from napari_mrplip.train.config import PretrainConfig
-    from napari_mrplip.train.events import read_events
     from napari_mrplip.train.pretrain import pretrain
 
     cfg = json.loads((ROOT / "src/napari_mrplip/models/configs/mrplip-tiny.json").read_text())

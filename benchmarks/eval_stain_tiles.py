@@ -1,7 +1,7 @@
 """Cut stain-labelled tiles from the shared slides into class folders for ``mrplip eval``.
 
 The labels are the stain-statistics classes fine-tuning already uses
-(``train.finetune_sources.tiles_from_stain_labels``: *dense nuclei*, *stroma*,
+(``finetune.sources.tiles_from_stain_labels``: *dense nuclei*, *stroma*,
 *background* from the StainCaptioner's thresholds). Optionally also writes a random-weight
 open_clip checkpoint of a published architecture (``--random-arch ViT-B-16``), loadable as
 ``open_clip:ViT-B-16@FILE``: a floor for "no pathology knowledge at all".
@@ -21,8 +21,8 @@ from PIL import Image
 
 def export(slide_spec: str, out: Path) -> dict[str, int]:
     """Write one slide's labelled tiles to ``out/<class>/<slide>_<i>.png``."""
+    from napari_mrplip.finetune.sources import tiles_from_stain_labels
     from napari_mrplip.io.open import open_slide
-    from napari_mrplip.train.finetune_sources import tiles_from_stain_labels
 
     path, mpp, px = slide_spec.rsplit(":", 2)
     slide = open_slide(path)

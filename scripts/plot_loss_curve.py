@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from napari_mrplip.train.events import loss_curve, read_events  # noqa: E402
+from napari_mrplip.progress import loss_curve, read_events  # noqa: E402
 
 
 def smooth(values: np.ndarray, window: int = 15) -> np.ndarray:

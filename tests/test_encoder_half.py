@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from napari_mrplip.finetune.prompt_learning import _torch_model
 from napari_mrplip.models.checkpoint import save_model
 from napari_mrplip.models.encoders import get_encoder
 from napari_mrplip.models.mrplip import build_model
 from napari_mrplip.models.synthetic import micro_config
-from napari_mrplip.train.prompt_learning import _torch_model
 
 
 def _encoder(tmp_path):

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from finetune_tiny import synthetic_tiles, tiny_checkpoint
-from napari_mrplip.train.finetune_data import FinetuneDataError
+from napari_mrplip.finetune.data import FinetuneDataError
 
 
 @pytest.mark.slow
 def test_stain_labelled_probe_beats_chance_and_checkpoint_scores(
     tmp_path, monkeypatch, cmu_svs, os1_ome
 ):
+    from napari_mrplip.finetune.cli import configure, run
     from napari_mrplip.io import open_slide
     from napari_mrplip.models.encoders import get_encoder
-    from napari_mrplip.train.finetune_cli import configure, run
 
     monkeypatch.setenv("MRPLIP_HOME", str(tmp_path / "home"))
     model = tiny_checkpoint(tmp_path)
@@ -48,7 +48,7 @@ def test_stain_labelled_probe_beats_chance_and_checkpoint_scores(
 def test_empty_folder_and_one_class_folder_are_clear_errors(tmp_path):
     from PIL import Image
 
-    from napari_mrplip.train.finetune_sources import tiles_from_folder
+    from napari_mrplip.finetune.sources import tiles_from_folder
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(FinetuneDataError, match="no class subfolders"):
@@ -66,8 +66,8 @@ def test_empty_folder_and_one_class_folder_are_clear_errors(tmp_path):
 
 
 def test_class_with_no_tiles_inside_its_region_is_named(cmu_svs):
+    from napari_mrplip.finetune.sources import tiles_in_regions
     from napari_mrplip.io import open_slide
-    from napari_mrplip.train.finetune_sources import tiles_in_regions
 
     slide = open_slide(cmu_svs)
     big = np.array([[0, 0], [800, 0], [800, 800], [0, 800]], float)

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from finetune_tiny import make_encoder, synthetic_tiles
-from napari_mrplip.train.finetune_config import FinetuneConfig
-from napari_mrplip.train.finetune_data import (
+from napari_mrplip.finetune.config import FinetuneConfig
+from napari_mrplip.finetune.data import (
     FinetuneDataError,
     ImageTiles,
     LabelledTiles,
     split_by_group,
 )
-from napari_mrplip.train.linear_probe import fit_linear_probe
-from napari_mrplip.train.metrics import evaluate, plot_confusion
+from napari_mrplip.finetune.linear_probe import fit_linear_probe
+from napari_mrplip.finetune.report import evaluate, plot_confusion
 
 
 def test_metrics_balanced_accuracy_and_recall(tmp_path):
@@ -82,9 +82,9 @@ def test_config_rejects_bad_values():
 
 @pytest.mark.parametrize("mode", ["linear", "prompt", "partial"])
 def test_finetune_modes_train_save_and_load(tmp_path, monkeypatch, mode):
+    from napari_mrplip.finetune.run import finetune
     from napari_mrplip.models import catalog
     from napari_mrplip.models.encoders.finetuned import load_finetuned
-    from napari_mrplip.train.finetune import finetune
 
     monkeypatch.setenv("MRPLIP_HOME", str(tmp_path / "home"))
     enc = make_encoder(tmp_path)
@@ -116,7 +116,7 @@ def test_finetune_modes_train_save_and_load(tmp_path, monkeypatch, mode):
 
 
 def test_one_class_only_is_a_clear_error():
-    from napari_mrplip.train.finetune_data import check_usable
+    from napari_mrplip.finetune.data import check_usable
 
     data = LabelledTiles(
         ["a", "b"],

@@ -20,14 +20,14 @@ from napari_mrplip.data.bag_tiles import read_bag_tiles
 from napari_mrplip.embed.embedder import SlideEmbedder
 from napari_mrplip.embed.reader import TileReader
 from napari_mrplip.embed.tiles import read_tiles
+from napari_mrplip.finetune.run import embed as finetune_embed
+from napari_mrplip.finetune.sources import tiles_from_folder, tiles_from_geojson
 from napari_mrplip.heatmap.engine import HeatmapEngine
 from napari_mrplip.heatmap.result import HeatmapRequest
 from napari_mrplip.io import open_slide
 from napari_mrplip.io.writers import write_pyramid
 from napari_mrplip.review.tiles import polygon_tiles
 from napari_mrplip.tiling.geometry import level_for_box
-from napari_mrplip.train.finetune import embed as finetune_embed
-from napari_mrplip.train.finetune_sources import tiles_from_folder, tiles_from_geojson
 
 SLIDE_MPP = 0.25
 SIDE = 2048

@@ -102,8 +102,8 @@ def test_killed_writer_loses_only_its_shard_in_flight(cohort, tmp_path):
 
 
 def _pretrain(cohort, out: Path, **extra):
+    from napari_mrplip.progress import read_events
     from napari_mrplip.train.config import PretrainConfig
-    from napari_mrplip.train.events import read_events
     from napari_mrplip.train.pretrain import pretrain
 
     cfg_path = cohort["root"] / "features.json"

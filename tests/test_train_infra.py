@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_mrplip.progress import ProgressLog, loss_curve, read_events
 from napari_mrplip.train import cli
 from napari_mrplip.train.checkpointing import (
     CheckpointError,
@@ -22,7 +23,6 @@ from napari_mrplip.train.checkpointing import (
 )
 from napari_mrplip.train.config import PretrainConfig, PretrainConfigError
 from napari_mrplip.train.distributed import DistInfo
-from napari_mrplip.train.events import ProgressLog, loss_curve, read_events
 from napari_mrplip.train.optim import make_optimizer
 from napari_mrplip.train.precision import make_scaler
 from napari_mrplip.train.sampler import StepBatchSampler

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_mrplip.progress import loss_curve, read_events
 from napari_mrplip.train import cli
-from napari_mrplip.train.events import loss_curve, read_events
 
 TEST_MODEL = {
     "name": "mrplip-test",

@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "pretrain": ("napari_mrplip.train.cli", "pretrain MR-PLIP on slides (CPU, GPU, torchrun)"),
     "finetune": (
-        "napari_mrplip.train.finetune_cli",
+        "napari_mrplip.finetune.cli",
         "fine-tune: linear probe, prompt learning, partial/full",
     ),
     "review": (

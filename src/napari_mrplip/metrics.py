@@ -1,6 +1,6 @@
 """Classification and retrieval metrics from counts (numpy only): the one place for them.
 
-Used by zero-shot evaluation (``evaluation``) and fine-tuning reports (``train.metrics``),
+Used by zero-shot evaluation (``evaluation``) and fine-tuning reports (``finetune.report``),
 which also share :func:`confusion_png` (matplotlib imported only there, no pyplot state).
 
 A value nothing computed is NaN: the recall of a class with no true tile, the precision of a

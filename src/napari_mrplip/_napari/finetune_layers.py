@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_mrplip.train.finetune_data import FinetuneDataError, LabelledTiles
+from napari_mrplip.finetune.data import FinetuneDataError, LabelledTiles
 
 #: Feature columns searched (in order) for a shape's class name.
 LABEL_COLUMNS = ("label", "class", "classification", "name")
@@ -69,7 +69,7 @@ def regions_from_shapes(layer, slide_layer) -> list[tuple[np.ndarray, str]]:
 
 def tiles_from_layer(layer, slide_layer, *, tile_px: int, mpp: float | None) -> LabelledTiles:
     """Training tiles from a Shapes or Labels layer drawn over ``slide_layer``."""
-    from napari_mrplip.train.finetune_sources import tiles_from_label_mask, tiles_in_regions
+    from napari_mrplip.finetune.sources import tiles_from_label_mask, tiles_in_regions
 
     slide = slide_layer.metadata["slide"]
     if type(layer).__name__ == "Shapes":

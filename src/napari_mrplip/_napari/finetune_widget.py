@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 from napari_mrplip._napari import finetune_layers as fl
 from napari_mrplip._napari.model_picker import ModelPicker
 from napari_mrplip._napari.process import JsonlTail, TrainingProcess
+from napari_mrplip.finetune.config import MODES
 from napari_mrplip.models import catalog
-from napari_mrplip.train.finetune_config import MODES
 
 SOURCES = ("layer", "GeoJSON", "tile folder")
 
@@ -133,7 +133,7 @@ class FinetuneWidget(Container):
         self._set_running(True)
 
     def _config(self, out: Path):
-        from napari_mrplip.train.finetune_config import FinetuneConfig
+        from napari_mrplip.finetune.config import FinetuneConfig
 
         return FinetuneConfig(
             model=self.model.value, mode=self.mode.value, out_dir=str(out), epochs=self.epochs.value,
@@ -141,7 +141,7 @@ class FinetuneWidget(Container):
         )  # fmt: skip
 
     def _data(self, tile_px: int):
-        from napari_mrplip.train import finetune_sources as src
+        from napari_mrplip.finetune import sources as src
 
         if self.source.value == "tile folder":
             return src.tiles_from_folder(self.folder.value)
@@ -169,8 +169,8 @@ class FinetuneWidget(Container):
     def _start_thread(self, out: Path) -> None:
         from napari.qt.threading import thread_worker
 
+        from napari_mrplip.finetune.run import finetune
         from napari_mrplip.models.encoders import get_encoder
-        from napari_mrplip.train.finetune import finetune
 
         cfg = self._config(out)
         encoder = get_encoder(cfg.model)

@@ -2,7 +2,7 @@
 
 Qt-free: the Pretrain panel polls :meth:`TrainingProcess.poll` from a ``QTimer``. Training
 runs out of process because GPU memory, crashes and napari's quit confirmation all argue
-for it; the process writes ``OUT/progress.jsonl`` (see ``train/events.py``) and its stderr
+for it; the process writes ``OUT/progress.jsonl`` (see ``napari_mrplip/progress.py``) and its stderr
 goes to ``OUT/process-stderr.log`` so a dead process can show why it died.
 """
 

@@ -1,1 +1,1 @@
-"""Pretraining and fine-tuning loops, typed configs, DDP, precision, checkpoints, progress events."""
+"""Pretraining loops, typed configs, DDP, precision, checkpoints (fine-tuning is ``finetune``)."""

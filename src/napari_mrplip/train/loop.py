@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from napari_mrplip.progress import ProgressLog
+
 from .checkpointing import TrainState, prune_checkpoints, save_checkpoint
 from .distributed import DistInfo, all_reduce_mean, any_flag
-from .events import ProgressLog
 from .precision import autocast
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp of log(1/temperature) when a config has none

@@ -4,7 +4,7 @@ Output directory layout::
 
     OUT/pretrain_config.json     the PretrainConfig of the run
     OUT/manifest.jsonl           bags, tiles and captions (cached; never re-captioned)
-    OUT/progress.jsonl           JSON-lines progress events (see ``train.events``)
+    OUT/progress.jsonl           JSON-lines progress events (see ``napari_mrplip.progress``)
     OUT/manifest_progress.jsonl  per-slide captioning events (see ``scale.pipeline``)
     OUT/checkpoints/step_XXXXXXX training state (see ``train.checkpointing``)
     OUT/final/                   MR-PLIP checkpoint (``models.checkpoint.load_model``)
@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_mrplip.progress import ProgressLog
+
 from .checkpointing import CheckpointError, TrainState, list_checkpoints, load_checkpoint
 from .config import PretrainConfig, PretrainConfigError
 from .data_setup import build_loader, manifest_path, prepare_manifest, write_vocabulary
 from .distributed import DistInfo, barrier, cleanup, init_distributed
-from .events import ProgressLog
 from .loop import LoopSettings, run_loop
 from .optim import make_optimizer
 from .precision import make_scaler

@@ -1,6 +1,6 @@
 """Fine-tuned checkpoints: a base encoder plus trained class embeddings (and vision weights).
 
-Directory layout (written by ``train.finetune``, read here)::
+Directory layout (written by ``finetune.run``, read here)::
 
     finetune_config.json   {"format": "mrplip-finetuned", "version": 1, "base_model": SPEC,
                             "mode": "linear"|"prompt"|"partial"|"full", "class_names": [...],

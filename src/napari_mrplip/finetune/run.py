@@ -2,7 +2,7 @@
 
 ``finetune(cfg, data)`` is the one entry point; the CLI (``mrplip finetune``) and the
 napari Fine-tune panel both call it. Progress goes to ``OUT/progress.jsonl`` in the same
-JSON-lines format as pretraining (``train/events.py``): ``start``, ``embed``, ``step``,
+JSON-lines format as pretraining (``napari_mrplip/progress.py``): ``start``, ``embed``, ``step``,
 ``done`` (with the metrics) or ``error``.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 
 from napari_mrplip.outputs import write_text
 
-from .finetune_config import FinetuneConfig
-from .finetune_data import (
+from .config import FinetuneConfig
+from .data import (
     FinetuneDataError,
     ImageTiles,
     LabelledTiles,
@@ -26,7 +26,7 @@ from .finetune_data import (
     split_by_group,
 )
 from .linear_probe import CosineHead, check_finite, fit_linear_probe
-from .metrics import ClassificationReport, evaluate, plot_confusion
+from .report import ClassificationReport, evaluate, plot_confusion
 
 
 class FinetuneCancelled(RuntimeError):
@@ -74,7 +74,7 @@ class _Log:
     """Progress events to ``progress.jsonl`` and an optional in-process callback."""
 
     def __init__(self, out_dir: Path, callback=None):
-        from .events import ProgressLog
+        from napari_mrplip.progress import ProgressLog
 
         self.log = ProgressLog(out_dir / "progress.jsonl")
         self.callback = callback
@@ -183,7 +183,7 @@ def _train_head(cfg, encoder, data, tr, x_tr, init, log, cancel):
 
         head, ctx = fit_prompt_learning(encoder, data.class_names, x_tr, y, cfg, on_step=on_step)
         return head, {"prompt_ctx": ctx}, None
-    from .finetune_vision import fit_vision
+    from .vision import fit_vision
 
     head, state = fit_vision(encoder, data, tr, init, cfg, on_step=on_step, cancel=cancel)
     return head, {"vision_state": state}, True

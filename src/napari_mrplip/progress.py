@@ -1,4 +1,4 @@
-"""JSON-lines progress events that the napari Pretrain panel (or any tool) tails.
+"""JSON-lines progress events that the napari Pretrain and Fine-tune panels (or any tool) tail.
 
 One JSON object per line in ``OUT/progress.jsonl``, flushed after each write:
 

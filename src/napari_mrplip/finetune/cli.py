@@ -16,7 +16,7 @@ from pathlib import Path
 
 from napari_mrplip import cli_types as ct
 
-from .finetune_config import MODES, FinetuneConfig
+from .config import MODES, FinetuneConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +94,7 @@ def _open(path: str, slide_mpp: float | None):
 
 def load_training_data(args, tile_px: int):
     """The training :class:`LabelledTiles` named by ``--data/--slide/--stain-labels``."""
-    from . import finetune_sources as src
+    from . import sources as src
 
     if args.stain_labels:
         data = None
@@ -120,7 +120,7 @@ def load_training_data(args, tile_px: int):
 
 def load_val_data(args, tile_px: int):
     """Held-out tiles from ``--val-slide`` (``None`` without one: split the training data)."""
-    from . import finetune_sources as src
+    from . import sources as src
 
     if not args.val_slide:
         return None
@@ -153,8 +153,8 @@ def run(args) -> int:
     from napari_mrplip.io import SlideOpenError
     from napari_mrplip.models.encoders import get_encoder
 
-    from .finetune import FinetuneCancelled, finetune
-    from .finetune_data import FinetuneDataError
+    from .data import FinetuneDataError
+    from .run import FinetuneCancelled, finetune
 
     try:
         _check_out(args)

@@ -1,6 +1,6 @@
 """Sources of labelled tiles: polygons (Shapes layers, GeoJSON), label masks, tile folders, stain statistics.
 
-Each returns a :class:`~napari_mrplip.train.finetune_data.LabelledTiles`; slides stay lazy.
+Each returns a :class:`~napari_mrplip.finetune.data.LabelledTiles`; slides stay lazy.
 Coordinates are level-0 pixels (x, y).
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_mrplip.embed.tiles import read_tile
 
-from .finetune_data import (
+from .data import (
     IMAGE_SUFFIXES,
     FinetuneDataError,
     ImageTiles,
