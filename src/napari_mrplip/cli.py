@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"mrplip: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from napari_mrplip.io.stated_mpp import announce_to
+
+    announce_to(sys.stderr)  # one line when a command uses a µm/px stated earlier
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"mrplip {name}", description=COMMANDS[name][1])
     module.configure(parser)

@@ -11,6 +11,9 @@ import argparse
 import math
 import re
 
+# one --slide-mpp for every command; defined torch-free in io (``mrplip info`` uses it too)
+from napari_mrplip.io.stated_mpp import add_slide_mpp, parse_slide_mpp  # noqa: F401
+
 #: Largest µm/px accepted (a 224 px tile then spans 22 mm, wider than any slide).
 MAX_MPP = 100.0
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -195,6 +195,17 @@ def write_text(path: str | Path, text: str, **policy) -> Path:
     return write_bytes(path, text.encode("utf-8"), **policy)
 
 
+def home() -> Path:
+    """The user's data folder: ``$MRPLIP_HOME``, else ``$XDG_DATA_HOME/napari-mrplip``
+    (default ``~/.local/share/napari-mrplip``). Holds the model catalogue, review sidecars
+    and the stated slide µm/px (``io.stated_mpp``); tests point ``MRPLIP_HOME`` elsewhere."""
+    env = os.environ.get("MRPLIP_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "napari-mrplip"
+
+
 def announce(path: str | Path, what: str, stream=None) -> None:
     """One line on stderr saying what was written where."""
     print(f"wrote {what}: {path}", file=stream or sys.stderr)

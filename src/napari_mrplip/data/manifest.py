@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_mrplip.io import open_slide
+from napari_mrplip.io.stated_mpp import adopt, source_of, stated_mpp
 from napari_mrplip.tiling.bags import BagSpec, sample_bags
 
 from .bag_tiles import read_bag_tiles
@@ -108,8 +109,9 @@ def plan_jobs(
         if isinstance(slide_mpp, dict):
             value = slide_mpp.get(str(slide))
             stated = None if value is None else ("override", float(value))
-        else:
-            stated = None if slide_mpp is None else ("fallback", float(slide_mpp))
+        else:  # --slide-mpp, else what the user stated for this file (io.stated_mpp)
+            value = stated_mpp(slide) if slide_mpp is None else slide_mpp
+            stated = None if value is None else ("fallback", float(value))
         params = {
             "n_parents": int(n_parents_per_slide),
             "magnifications": tuple(float(m) for m in magnifications),
@@ -134,10 +136,11 @@ def _cache_file(job: SlideJob, captioner: Captioner, cache_dir: Path) -> Path:
 
 
 def _open_bags(job: SlideJob):
-    slide = open_slide(job.slide)
+    kind, value = job.stated_mpp or (None, None)
+    slide = open_slide(job.slide, mpp=value if kind == "override" else None)
+    if kind == "fallback" and source_of(slide) != "file":
+        adopt(slide, value)  # the file records none: use (and remember) the stated value
     mpp = slide.mpp
-    if job.stated_mpp is not None and (job.stated_mpp[0] == "override" or mpp is None):
-        mpp = job.stated_mpp[1]
     bags = sample_bags(slide, slide_mpp=mpp, **job.params)
     if not bags:
         log.warning("%s: no tissue position for a bag; skipped", job.slide)

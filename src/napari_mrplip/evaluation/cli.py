@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_mrplip.cli_types import add_slide_mpp, positive_int
 from napari_mrplip.cli_types import device as device_type
 from napari_mrplip.cli_types import mpp as mpp_type
-from napari_mrplip.cli_types import positive_int
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="µm/px the models see for --slide tiles (default 0.5)",
     )
+    add_slide_mpp(z)
     z.add_argument(
         "--prompts",
         type=Path,
@@ -68,7 +69,7 @@ def _load_data(args):
             raise d.EvalDataError(
                 f"{args.data} is a GeoJSON: pass the slide it annotates (--slide)"
             )
-        tiles = d.geojson_tiles(args.data, args.slide, args.mpp)
+        tiles = d.geojson_tiles(args.data, args.slide, args.mpp, args.slide_mpp)
     else:
         tiles = d.tile_folder(args.data)
     prompts = pr.read_prompt_file(args.prompts) if args.prompts else pr.from_names(tiles.classes)

@@ -136,8 +136,11 @@ class SlideTiles:
         return read_tiles(self.slide, boxes, grid.out_px)
 
 
-def geojson_tiles(geojson: str | Path, slide_path: str | Path, mpp: float | None) -> SlideTiles:
-    """Labelled tiles from the classified polygons of a QuPath GeoJSON over ``slide_path``."""
+def geojson_tiles(
+    geojson: str | Path, slide_path: str | Path, mpp: float | None, slide_mpp: float | None = None
+) -> SlideTiles:
+    """Labelled tiles from the classified polygons of a QuPath GeoJSON over ``slide_path``
+    (``slide_mpp``: its level-0 µm/px when the file records none, see ``io.stated_mpp``)."""
     from napari_mrplip.annotations.geojson import read_annotations
     from napari_mrplip.io.open import open_slide
 
@@ -147,5 +150,5 @@ def geojson_tiles(geojson: str | Path, slide_path: str | Path, mpp: float | None
             f"{geojson} has no classified polygons: give each a classification in QuPath"
         )
     classes = sorted({a.label for a in anns})
-    slide = open_slide(slide_path)
+    slide = open_slide(slide_path, mpp=slide_mpp)
     return SlideTiles(slide, anns, classes, mpp)

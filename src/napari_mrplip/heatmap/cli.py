@@ -40,12 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="model: 'mrplip-demo' (embedded), a checkpoint or open_clip/PLIP/CONCH dir",
     )
     parser.add_argument("--mpp", type=ct.mpp, default=None, help="µm/px to score at (default 0.5)")
-    parser.add_argument(
-        "--slide-mpp",
-        type=ct.mpp,
-        default=None,
-        help="level-0 µm/px for slides whose metadata lacks it",
-    )
+    ct.add_slide_mpp(parser)
     parser.add_argument(
         "--device", type=ct.device, default="auto", help="auto (GPU if present), cpu, cuda, cuda:N"
     )

@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", required=True, metavar="DIR", help="embedding cache directory")
     parser.add_argument("--model", default="mrplip-demo", metavar="DIR|NAME")
     parser.add_argument("--mpp", type=ct.mpp, default=None, help="µm/px to embed at (default 0.5)")
-    parser.add_argument("--slide-mpp", type=ct.mpp, default=None)
+    ct.add_slide_mpp(parser)
     parser.add_argument("--overlap", type=ct.fraction(0.0, MAX_OVERLAP, "overlap"), default=0.0)
     parser.add_argument("--device", type=ct.device, default="auto")
     parser.add_argument("--batch-size", type=ct.positive_int, default=None)

@@ -12,9 +12,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "slides", nargs="+", metavar="SLIDE", help="slide file(s) or OME-Zarr directories"
     )
-    parser.add_argument(
-        "--slide-mpp", type=float, default=None, help="µm/px of level 0 if the file has none"
-    )
+    from .stated_mpp import add_slide_mpp
+
+    add_slide_mpp(parser)
     parser.add_argument(
         "--backend", default=None, help="force a backend: tifffile, ome_zarr, openslide"
     )
@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def describe(slide) -> dict:
     """A JSON-able summary of an open slide."""
+    from .stated_mpp import source_of
+
     meta = slide.metadata
     return {
         "path": str(slide.path),
@@ -31,6 +33,7 @@ def describe(slide) -> dict:
         "compression": meta.get("compression"),
         "tile": meta.get("tile"),
         "mpp": slide.mpp,
+        "mpp_source": source_of(slide),
         "magnification": slide.magnification,
         "dimensions": list(slide.dimensions),
         "native_levels": slide.native_levels,
@@ -48,7 +51,10 @@ def describe(slide) -> dict:
 
 
 def _print_table(info: dict) -> None:
-    mpp = f"{info['mpp']:.4f} µm/px" if info["mpp"] else "unknown (pass --slide-mpp)"
+    where = {"file": "from the file", "argument": "from --slide-mpp",
+             "stated": "stated earlier"}.get(info.get("mpp_source"), "")  # fmt: skip
+    mpp = (f"{info['mpp']:.4f} µm/px ({where})" if info["mpp"]
+           else "µm/px unknown (state it once: --slide-mpp 0.25 for 40x, 0.5 for 20x)")  # fmt: skip
     mag = f"{info['magnification']:g}x" if info["magnification"] else "unknown"
     print(
         f"{info['path']}\n  backend {info['backend']} ({info['format']}, {info['compression']}, tile {info['tile']})"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import SlideOpenError
 from .slide import Slide
+from .stated_mpp import resolve as resolve_mpp
 
 #: Backends tried in order: module path (relative to this package) and a short name.
 #: Each module provides ``can_open(path) -> bool`` (cheap, never raises) and
@@ -31,7 +32,10 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | Non
         SVS, TIFF/OME-TIFF, NDPI, OME-Zarr directory, or anything OpenSlide reads
         (with the ``openslide`` extra).
     mpp : float, optional
-        µm/px of level 0, overriding (or supplying missing) file metadata.
+        µm/px of level 0, overriding (or supplying missing) file metadata; remembered for a
+        file that records none (``io.stated_mpp``). Without it, a file that records none
+        gets the µm/px stated for it earlier, if any; ``slide.metadata["mpp_source"]`` says
+        which (``"file"``, ``"argument"``, ``"stated"`` or ``None``).
     backend : str, optional
         Force one backend by name (``"tifffile"``, ``"ome_zarr"``, ``"openslide"``).
 
@@ -62,12 +66,7 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: str | Non
             continue
         if backend is None and not mod.can_open(path):
             continue
-        slide = mod.open(path)
-        if mpp is not None:
-            if mpp <= 0:
-                raise SlideOpenError(f"{path}: mpp must be positive, got {mpp}")
-            slide.mpp = float(mpp)
-        return slide
+        return resolve_mpp(mod.open(path), mpp)  # file, argument or stated (io.stated_mpp)
     extra = f" (tried: {', '.join(tried)})" if tried else ""
     raise SlideOpenError(
         f"{path}: not a slide format this plugin reads{extra}. Supported: SVS, TIFF/OME-TIFF, "

@@ -10,11 +10,10 @@ The catalogue is a JSON file at ``$MRPLIP_HOME/models.json`` (default
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from napari_mrplip.outputs import write_text
+from napari_mrplip.outputs import home, write_text
 
 #: Name of the embedded default model shipped inside the package.
 DEMO_MODEL = "mrplip-demo"
@@ -37,15 +36,6 @@ class ModelEntry:
     name: str
     spec: str
     kind: str = "mrplip"
-
-
-def home() -> Path:
-    """Directory holding the catalogue (``$MRPLIP_HOME`` or the XDG data dir)."""
-    env = os.environ.get("MRPLIP_HOME")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "napari-mrplip"
 
 
 def _catalog_path() -> Path:

@@ -46,9 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model", default="mrplip-demo", help="model spec (name or checkpoint dir)"
     )
     parser.add_argument("--mpp", type=ct.mpp, default=None, help="µm/px to score at (default 0.5)")
-    parser.add_argument(
-        "--slide-mpp", type=ct.mpp, default=None, help="level-0 µm/px if the file has none"
-    )
+    ct.add_slide_mpp(parser)
     parser.add_argument("--out", type=Path, default=None, help="write scored GeoJSON here")
     parser.add_argument(
         "--labels", nargs="*", default=[], help="extra labels to compare against (e.g. background)"

@@ -283,11 +283,12 @@ def _scored(ann, boxes, emb, error: str | None, encoder, class_emb, classes) -> 
 
 def _target_mpp(slide, target_mpp: float | None) -> float:
     from napari_mrplip.io.errors import MissingMppError
+    from napari_mrplip.io.stated_mpp import HOW_TO_STATE
 
     if slide.mpp is None:
         raise MissingMppError(
             f"{slide.path}: the slide states no µm/px, needed to pick tiles inside annotations; "
-            "open it with mpp=... (CLI: --slide-mpp)"
+            f"{HOW_TO_STATE}"
         )
     if target_mpp is not None and target_mpp <= 0:
         raise ScoringError(f"target µm/px must be positive, got {target_mpp}")

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from napari_mrplip.cli_types import add_slide_mpp
+
 from .runner import BACKENDS
 
 
@@ -37,7 +39,7 @@ def configure_manifest(parser: argparse.ArgumentParser) -> None:
     add("--magnifications", type=float, nargs="+", default=[5.0, 10.0, 20.0])
     add("--tile-px", type=int, default=224, help="tile side in px [224]")
     add("--children-per-parent", type=int, default=None, help="keep k children per tile [all]")
-    add("--slide-mpp", type=float, default=None, help="µm/px for slides that record none")
+    add_slide_mpp(parser, fallback=True)
     add("--seed", type=int, default=0)
     _add_scale_options(add)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from napari_mrplip.io.errors import MissingMppError
 from napari_mrplip.io.slide import Slide
+from napari_mrplip.io.stated_mpp import HOW_TO_STATE
 
 #: µm/px at 1x objective power: 10x ≈ 1.0, 20x ≈ 0.5, 40x ≈ 0.25, 5x ≈ 2.0 µm/px.
 UM_PER_PX_AT_1X = 10.0
@@ -55,8 +56,7 @@ def slide_mpp_or_raise(slide: Slide, slide_mpp: float | None = None) -> float:
     if slide.mpp is None:
         raise MissingMppError(
             f"{slide.path}: the file states no pixel size (µm/px), which is needed to pick tiles "
-            "by magnification. State it: slide_mpp=0.25 (40x) or 0.5 (20x) in Python, "
-            "--slide-mpp on the command line, or open_slide(path, mpp=...)."
+            f"by magnification; {HOW_TO_STATE} (Python: open_slide(path, mpp=...))."
         )
     return float(slide.mpp)
 

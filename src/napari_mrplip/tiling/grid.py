@@ -203,6 +203,7 @@ def make_grid(
         Fraction of a tile its neighbours share, rounded to ``1 - 1/k``.
     """
     from napari_mrplip.io.errors import MissingMppError
+    from napari_mrplip.io.stated_mpp import HOW_TO_STATE
 
     if out_px <= 0:
         raise ValueError(f"model input size must be positive, got {out_px}")
@@ -214,8 +215,7 @@ def make_grid(
         if slide.mpp is None:
             raise MissingMppError(
                 f"{slide.path}: the slide has no µm/px in its metadata, so it cannot be scored "
-                f"at {target_mpp} µm/px. State it (CLI: --slide-mpp, Python: open_slide(path, "
-                "mpp=...)) or score at a pyramid level instead."
+                f"at {target_mpp} µm/px; {HOW_TO_STATE}, or score at a pyramid level instead."
             )
         tile = out_px * target_mpp / slide.mpp
         read_level, read_px = _read_plan(slide, tile, out_px)

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from napari_mrplip.cli_types import add_slide_mpp
+
 from .config import DEVICES, PRECISIONS, SKIMAGE_IHC, PretrainConfig, PretrainConfigError
 
 #: argparse dest -> PretrainConfig field, for the options that map one to one.
@@ -57,7 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--max-steps", type=int, help="optimizer steps [300]")
     add("--batch-size", type=int, help="global bags per optimizer step [8]")
     add("--device", choices=DEVICES, help="[auto: cuda if available]")
-    add("--slide-mpp", type=float, help="µm/px of level 0 for slides without it")
+    add_slide_mpp(parser, fallback=True)
     add("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     add("--precision", choices=PRECISIONS, help="autocast precision [fp32]")
     add("--grad-accum", type=int, help="micro-batches per optimizer step [1]")
