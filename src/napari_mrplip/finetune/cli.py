@@ -44,9 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mpp", type=ct.mpp, default=0.5, help="tile µm/px (default 0.5, about 20x)"
     )
-    parser.add_argument(
-        "--slide-mpp", type=ct.mpp, help="level-0 µm/px for slides whose file has none"
-    )
+    ct.add_slide_mpp(parser)
     parser.add_argument(
         "--tile-px", type=ct.positive_int, help="tile side in px at --mpp (default: the model's input size)"
     )

@@ -139,9 +139,11 @@ def tile_side0(slide, mpp: float | None, tile_px: int) -> float:
     if mpp is None:
         return float(tile_px)
     if slide.mpp is None:
+        from napari_mrplip.io.stated_mpp import HOW_TO_STATE
+
         raise FinetuneDataError(
-            f"{slide.path}: the slide has no µm/px in its metadata; pass --mpp to state it "
-            "or leave the tile µm/px unset to use level-0 pixels"
+            f"{slide.path}: the slide has no µm/px in its metadata; {HOW_TO_STATE} "
+            "(here: --slide-mpp), or leave the tile µm/px unset to use level-0 pixels"
         )
     return float(tile_px) * mpp / slide.mpp
 

@@ -56,7 +56,7 @@ def slide_mpp_or_raise(slide: Slide, slide_mpp: float | None = None) -> float:
     if slide.mpp is None:
         raise MissingMppError(
             f"{slide.path}: the file states no pixel size (µm/px), which is needed to pick tiles "
-            f"by magnification; {HOW_TO_STATE} (Python: open_slide(path, mpp=...))."
+            f"by magnification; {HOW_TO_STATE} (Python: slide_mpp=... or open_slide(path, mpp=...))."
         )
     return float(slide.mpp)
 
