@@ -11,6 +11,7 @@ from skimage import data
 import napari_mrplip.io.derived as derived
 from conftest import CMU_SVS, OS2_OME, _need
 from napari_mrplip.io import open_slide
+from napari_mrplip.io.backends.ome_zarr import ZarrRegionReader
 from napari_mrplip.io.derived import block_mean, derived_source, halve_block, read_derived
 from napari_mrplip.io.pyramid import halve
 from napari_mrplip.io.writers import write_pyramid
@@ -96,12 +97,16 @@ def test_generic_path_and_bands_equal_dask(cmu_svs, monkeypatch):
     np.testing.assert_array_equal(got, full2[23:220, 11:312])
 
 
-def test_ome_zarr_single_level_derived_reads(tmp_path):
-    """A backend without a fast reader: the stored window comes from its dask level."""
+@pytest.mark.parametrize("reader", ["zarr", "none"])
+def test_ome_zarr_single_level_derived_reads(tmp_path, reader):
+    """OME-Zarr built levels: the stored window comes from the zarr reader, or (a slide without
+    a fast reader) from its dask level; both give the dask level's pixels."""
     tissue = np.tile(data.immunohistochemistry(), (2, 3, 1))[:1021, :1533]  # odd sizes
     path = write_pyramid(tmp_path / "one.ome.zarr", [tissue], mpp=0.5, tile=256)
     with open_slide(path) as slide:
-        assert slide.reader is None and slide.native_levels == 1
+        assert isinstance(slide.reader, ZarrRegionReader) and slide.native_levels == 1
+        if reader == "none":
+            slide.reader = None
         for level in (1, 2):
             full = slide.levels[level].compute()
             got = slide.read_region(-4, 6, full.shape[1], full.shape[0], level)

@@ -79,7 +79,7 @@ def visible_level(slide, zoom: float, scale: float) -> int:
     """The coarsest level with at least one level pixel per screen pixel."""
     screen_px_per_level0 = zoom * scale
     if screen_px_per_level0 <= 0:
-        return len(slide.levels) - 1
+        return slide.n_levels - 1
     return slide.best_level_for_downsample(max(1.0, 1.0 / screen_px_per_level0))
 
 

@@ -99,7 +99,7 @@ def slide_id(slide) -> str:
     except OSError:
         size = 0
     content = content_digest(path)
-    raw = f"{path.name}|{size}|{slide.dimensions}|{len(slide.levels)}|{content}"
+    raw = f"{path.name}|{size}|{slide.dimensions}|{slide.n_levels}|{content}"
     digest = hashlib.sha1(raw.encode()).hexdigest()[:12]
     return f"{_safe(path.name)}-{digest}"
 

@@ -138,7 +138,7 @@ def fast_thumbnail(slide: Slide, max_px: int) -> np.ndarray:
     w0, h0 = slide.dimensions
     native = slide.native_levels
     level = min(slide.best_level_for_downsample(max(max(w0, h0) / max_px, 1.0)), native - 1)
-    lh, lw = slide.levels[level].shape[:2]
+    lh, lw = slide.level_shape(level)
     if lh * lw > MAX_THUMB_SOURCE_PX:
         return slide.thumbnail(max_px)
     from PIL import Image

@@ -39,10 +39,10 @@ def describe(slide) -> dict:
         "native_levels": slide.native_levels,
         "levels": [
             {
-                "shape": list(lv.shape),
+                "shape": [*slide.level_shape(i), 3],
                 "downsample": round(ds, 4),
                 "mpp": slide.level_mpp(i),
-                "chunks": list(lv.chunksize),
+                "chunks": list(lv.chunksize),  # the dask levels napari displays
             }
             for i, (lv, ds) in enumerate(zip(slide.levels, slide.downsamples))
         ],

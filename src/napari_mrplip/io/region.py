@@ -15,12 +15,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from .derived import block_mean
 from .errors import TileReadError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import dask.array as da
 
 #: Exceptions tifffile/imagecodecs raise on bad tile bytes (imagecodecs' *Error are RuntimeErrors).
 DECODE_ERRORS = (
@@ -146,8 +151,9 @@ class TiffRegionReader:
         The TIFF file (opened here with ``os.open`` for thread-safe ``pread``).
     tiled : list of TiledLevel or None
         Per pyramid level, the fast-path description or ``None``.
-    levels : list of dask.array.Array
-        The slide's levels, used for levels without a fast path.
+    levels : sequence of dask.array.Array
+        The slide's levels (a :class:`~napari_mrplip.io.levels.LazyLevels`), indexed only for
+        levels without a fast path.
 
     Attributes
     ----------
@@ -155,7 +161,7 @@ class TiffRegionReader:
         Number of tiles decoded so far (tests use it to prove reads touch only their tiles).
     """
 
-    def __init__(self, path: Path, tiled: list[TiledLevel | None], levels: list[da.Array]):
+    def __init__(self, path: Path, tiled: list[TiledLevel | None], levels: Sequence[da.Array]):
         self.path = Path(path)
         self.tiled = list(tiled) + [None] * (len(levels) - len(tiled))
         self.levels = levels

@@ -9,12 +9,15 @@ from __future__ import annotations
 import itertools
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from .errors import TileReadError
 from .region import DECODE_ERRORS
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 _IDS = itertools.count()
 
@@ -66,6 +69,8 @@ def safe_levels(slide) -> list[da.Array]:
         One per level, ``(Y, X, 3)`` uint8. The first failure emits a :class:`BlankTileWarning`
         naming the slide; ``failures`` on the shared counter counts them all.
     """
+    import dask.array as da  # the viewer needs dask arrays; headless reads never get here
+
     warn = _WarnOnce(str(slide.path))
     uid = next(_IDS)
     return [

@@ -6,16 +6,19 @@ Coordinates are (x, y) in level-0 pixels unless a name says otherwise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import dask.array as da
 import numpy as np
 
 from .derived import derived_source, read_derived
 from .errors import MissingMppError, TileReadError
+from .levels import LazyLevels
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Largest region (in pixels) ``read_region`` will allocate: 64k x 64k RGB is ~12 GiB.
 MAX_REGION_PX = 1 << 32
@@ -39,13 +42,19 @@ class Slide:
     ----------
     path : Path
         The file (or directory, for OME-Zarr) the slide was opened from.
-    levels : list of dask.array.Array
-        Pyramid levels, largest first, each ``(Y, X, 3)`` uint8 RGB.
+    levels : list of dask.array.Array, or LazyLevels
+        Pyramid levels, largest first, each ``(Y, X, 3)`` uint8 RGB. Backends pass a
+        :class:`~napari_mrplip.io.levels.LazyLevels`, whose dask arrays are built (importing
+        dask) on first access; geometry (:meth:`level_shape`, :attr:`n_levels`) and
+        ``read_region`` through a ``reader`` never build them.
     mpp : float or None
         µm per pixel at level 0, from the file's own metadata (or stated by the user);
         ``None`` when unknown, never invented.
     magnification : float or None
         Objective power stated in the file (e.g. 20.0), or ``None``.
+    reader : RegionReader or None
+        The backend's fast path for in-bounds windows of stored levels; ``None``: read the
+        dask levels.
     metadata : dict
         Backend-specific metadata (format name, compression, original properties).
     associated : dict of str to callable
@@ -57,7 +66,7 @@ class Slide:
     """
 
     path: Path
-    levels: list[da.Array]
+    levels: Sequence[da.Array] | LazyLevels
     mpp: float | None = None
     magnification: float | None = None
     metadata: dict = field(default_factory=dict)
@@ -68,6 +77,8 @@ class Slide:
 
     def __post_init__(self) -> None:
         n = self.native_levels
+        if n is None and isinstance(self.levels, LazyLevels):
+            n = self.levels.native_count
         valid = isinstance(n, int) and 1 <= n <= len(self.levels)
         self.native_levels = int(n) if valid else len(self.levels)
 
@@ -78,16 +89,29 @@ class Slide:
         return Path(self.path).name
 
     @property
+    def n_levels(self) -> int:
+        """Number of pyramid levels, stored and built."""
+        return len(self.levels)
+
+    def level_shape(self, level: int) -> tuple[int, int]:
+        """``(h, w)`` of ``level`` in pixels, known at open (builds no dask array)."""
+        if isinstance(self.levels, LazyLevels):
+            return self.levels.shape(level)
+        h, w = self.levels[level].shape[:2]
+        return int(h), int(w)
+
+    @property
     def dimensions(self) -> tuple[int, int]:
         """Level-0 size as (width, height) in pixels."""
-        y, x = self.levels[0].shape[:2]
-        return int(x), int(y)
+        y, x = self.level_shape(0)
+        return x, y
 
     @property
     def downsamples(self) -> list[float]:
         """Per-level downsample factor relative to level 0, measured from the shapes."""
-        h0, w0 = self.levels[0].shape[:2]
-        return [float((w0 / lv.shape[1] + h0 / lv.shape[0]) / 2) for lv in self.levels]
+        h0, w0 = self.level_shape(0)
+        shapes = [self.level_shape(i) for i in range(self.n_levels)]
+        return [float((w0 / w + h0 / h) / 2) for h, w in shapes]
 
     def level_mpp(self, level: int) -> float | None:
         """µm/px at ``level`` (``None`` when the slide has no mpp)."""
@@ -132,10 +156,8 @@ class Slide:
         ValueError
             On a negative size, a missing level or a region too large to allocate.
         """
-        if not 0 <= level < len(self.levels):
-            raise ValueError(
-                f"{self.name}: level {level} does not exist (0..{len(self.levels) - 1})"
-            )
+        if not 0 <= level < self.n_levels:
+            raise ValueError(f"{self.name}: level {level} does not exist (0..{self.n_levels - 1})")
         if w < 0 or h < 0:
             raise ValueError(f"{self.name}: region size must be non-negative, got {w}x{h}")
         if w * h > MAX_REGION_PX:
@@ -143,7 +165,7 @@ class Slide:
         out = np.full((h, w, 3), 255, dtype=np.uint8)
         ds = self.downsamples[level]
         xl, yl = int(round(x0 / ds)), int(round(y0 / ds))
-        lh, lw = self.levels[level].shape[:2]
+        lh, lw = self.level_shape(level)
         xa, ya = max(xl, 0), max(yl, 0)
         xb, yb = min(xl + w, lw), min(yl + h, lh)
         if xb <= xa or yb <= ya:
@@ -154,7 +176,8 @@ class Slide:
         return out
 
     def _read_in_bounds(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
-        derived = derived_source([lv.shape for lv in self.levels], self.native_levels, level)
+        shapes = [self.level_shape(i) for i in range(self.n_levels)]
+        derived = derived_source(shapes, self.native_levels, level)
         if derived is not None:  # a built level: reduce the stored level's window (same pixels)
             reduced = getattr(self.reader, "read_reduced", None)
             out = reduced(*derived, x, y, w, h) if reduced is not None else None
@@ -180,7 +203,7 @@ class Slide:
         w0, h0 = self.dimensions
         target = max(w0, h0) / max_px
         level = self.best_level_for_downsample(max(target, 1.0))
-        lh, lw = self.levels[level].shape[:2]
+        lh, lw = self.level_shape(level)
         img = self.read_region(0, 0, lw, lh, level)
         scale = max_px / max(lh, lw)
         if scale >= 1:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from napari_mrplip.outputs import atomic_output
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 #: Namespace of provenance written by ``write_pyramid(attributes=...)``.
 ATTR_NAMESPACE = "napari-mrplip"
@@ -27,6 +30,8 @@ def _is_rgb(arr) -> bool:
 
 def _halve(arr: da.Array, rgb: bool) -> da.Array:
     """2x block mean of ``(Y, X, 3)`` (rgb) or ``(C, Y, X)`` arrays, odd edges trimmed."""
+    import dask.array as da
+
     ya = 0 if rgb else 1
     h, w = arr.shape[ya] // 2 * 2, arr.shape[ya + 1] // 2 * 2
     src = arr[:h, :w] if rgb else arr[:, :h, :w]
@@ -38,6 +43,8 @@ def _halve(arr: da.Array, rgb: bool) -> da.Array:
 
 def build_levels(array, rgb: bool, min_side: int = MIN_SIDE_PX) -> list[da.Array]:
     """A lazy 2x pyramid of ``array`` down to ``min_side`` px."""
+    import dask.array as da
+
     levels = [da.asarray(array)]
     ya = 0 if rgb else 1
     while max(levels[-1].shape[ya : ya + 2]) > min_side and min(levels[-1].shape[ya : ya + 2]) >= 2:
@@ -179,6 +186,7 @@ def _write_ome_tiff(path, levels, rgb, mpp, tile, compression, channel_names, at
 def _write_zarr(
     path, levels, rgb, mpp, tile, compression, channel_names, attributes, name=""
 ) -> Path:
+    import dask.array as da
     import zarr
     from zarr.codecs import GzipCodec, ZstdCodec
 

@@ -202,8 +202,8 @@ def _thumbnail(slide: Slide, max_px: int) -> np.ndarray:
     """
     n_native = native_level_count(slide)
     level = n_native - 1
-    lh, lw = slide.levels[level].shape[:2]
-    if n_native == len(slide.levels) or lh * lw > NATIVE_THUMB_MAX_PX or max(lh, lw) <= max_px:
+    lh, lw = slide.level_shape(level)
+    if n_native == slide.n_levels or lh * lw > NATIVE_THUMB_MAX_PX or max(lh, lw) <= max_px:
         return slide.thumbnail(max_px)
     img = slide.read_region(0, 0, lw, lh, level)
     scale = max_px / max(lh, lw)

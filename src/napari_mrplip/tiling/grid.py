@@ -221,8 +221,8 @@ def make_grid(
         read_level, read_px = _read_plan(slide, tile, out_px)
         return TileGrid(w, h, tile, k, read_level, read_px, out_px, float(target_mpp))
     level = 0 if level is None else int(level)
-    if not 0 <= level < len(slide.levels):
-        raise ValueError(f"{slide.path}: level {level} does not exist (0..{len(slide.levels) - 1})")
+    if not 0 <= level < slide.n_levels:
+        raise ValueError(f"{slide.path}: level {level} does not exist (0..{slide.n_levels - 1})")
     tile = out_px * slide.downsamples[level]
     mpp = None if slide.mpp is None else slide.mpp * slide.downsamples[level]
     read_level, read_px = _read_plan(slide, tile, out_px)

@@ -1,15 +1,21 @@
 """OME-Zarr backend: NGFF 0.4 (``attrs["multiscales"]``) and 0.5 (``attrs["ome"]["multiscales"]``),
-zarr v2 and v3 layouts. Levels are dask arrays over the zarr arrays."""
+zarr v2 and v3 layouts.
+
+``read_region`` reads windows of the zarr arrays directly (:class:`ZarrRegionReader`); the
+levels' dask arrays are built on first access (:class:`~napari_mrplip.io.levels.LazyLevels`), so
+opening and reading import zarr (the format's own library) but not dask.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
+import numpy as np
 
-from napari_mrplip.io.errors import SlideOpenError
+from napari_mrplip.io.errors import SlideOpenError, TileReadError
+from napari_mrplip.io.levels import LazyLevels
 from napari_mrplip.io.limits import check_level_shapes
-from napari_mrplip.io.pyramid import extend_pyramid, to_rgb_uint8
+from napari_mrplip.io.pyramid import check_axes, to_rgb_uint8
 from napari_mrplip.io.slide import Slide
 
 from ._tiff_meta import UNIT_TO_UM
@@ -62,6 +68,41 @@ def _mpp(ms: dict, axes: list[dict], letters: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+class ZarrRegionReader:
+    """Reads in-bounds windows of stored levels straight from the zarr arrays.
+
+    Parameters
+    ----------
+    path : Path
+        The OME-Zarr directory (named in errors).
+    arrays : list of zarr.Array
+        The stored levels, largest first, in the layout ``axes`` describes.
+    axes : str
+        tifffile-style axis letters (``CYX``, ``TCZYX`` ...).
+    """
+
+    def __init__(self, path: Path, arrays: list, axes: str):
+        self.path, self.arrays, self.axes = Path(path), arrays, axes
+
+    def read(self, level: int, x_level: int, y_level: int, w: int, h: int) -> np.ndarray:
+        """``(h, w, 3)`` uint8 window of ``level``, converted as the dask level converts it."""
+        try:
+            window = (y_level, x_level, h, w)
+            return to_rgb_uint8(self.arrays[level], self.axes, window=window)
+        except Exception as e:  # codec errors from zarr/numcodecs vary by codec
+            raise TileReadError(
+                f"{self.path}: failed to read level {level} at x={x_level}, y={y_level} "
+                f"({w}x{h} px): {type(e).__name__}: {e}"
+            ) from e
+
+
+def _dask_levels(arrays: list, axes: str) -> list:
+    """The stored levels as ``(Y, X, 3)`` uint8 dask arrays (imports dask)."""
+    import dask.array as da
+
+    return [to_rgb_uint8(da.from_zarr(a), axes) for a in arrays]
+
+
 def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
     """Open an OME-Zarr image group lazily; raises :class:`SlideOpenError` naming the path."""
     import zarr
@@ -79,21 +120,24 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
     try:
         arrays = [group[d["path"]] for d in ms["datasets"]]
         letters, axes = _axes(ms, arrays[0].ndim)
-        yx = (letters.index("Y"), letters.index("X")) if "Y" in letters else (-2, -1)
-        check_level_shapes(path, [(a.shape[yx[0]], a.shape[yx[1]]) for a in arrays], None)
-        native = [to_rgb_uint8(da.from_zarr(a), letters) for a in arrays]
+        for a in arrays:
+            check_axes(letters, a.shape)
+        shapes = [(a.shape[letters.index("Y")], a.shape[letters.index("X")]) for a in arrays]
+        check_level_shapes(path, shapes, None)
     except (KeyError, ValueError, TypeError) as e:
         raise SlideOpenError(
             f"{path}: malformed OME-NGFF multiscales ({type(e).__name__}: {e})"
         ) from e
-    if any(0 in lv.shape for lv in native):
-        raise SlideOpenError(f"{path}: the image is empty (shape {native[0].shape})")
+    empty = next((a.shape for a in arrays if 0 in a.shape), None)
+    if empty is not None:
+        raise SlideOpenError(f"{path}: the image is empty (shape {tuple(empty)})")
     version = (attrs.get("ome") or {}).get("version") or ms.get("version")
     return Slide(
         path=path,
-        levels=extend_pyramid(native),
+        levels=LazyLevels(shapes, lambda: _dask_levels(arrays, letters)),
+        reader=ZarrRegionReader(path, arrays, letters),
         mpp=_mpp(ms, axes, letters),
-        native_levels=len(native),
+        native_levels=len(arrays),
         metadata={
             "backend": NAME,
             "format": "ome-zarr",

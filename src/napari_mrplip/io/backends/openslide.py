@@ -1,18 +1,19 @@
 """OpenSlide backend (optional extra) for what tifffile cannot read: MRXS, VSI, SCN, BIF, VMS.
 
 ``openslide`` is imported lazily; without the extra this backend reports that it is not
-installed. Levels are dask arrays whose chunks call ``read_region`` (RGBA -> RGB on white).
+installed. ``Slide.read_region`` calls OpenSlide's ``read_region`` (RGBA -> RGB on white) through
+:class:`OpenSlideRegionReader`; the levels' dask arrays, whose chunks read the same way, are built
+on first access (:class:`~napari_mrplip.io.levels.LazyLevels`), so reading imports no dask.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 
 from napari_mrplip.io.errors import SlideOpenError, TileReadError
-from napari_mrplip.io.pyramid import extend_pyramid
+from napari_mrplip.io.levels import LazyLevels
 from napari_mrplip.io.slide import Slide
 
 NAME = "openslide"
@@ -62,6 +63,28 @@ class _LevelArray:
         return read_rgb(self.osr, self.path, x0, y0, x1 - x0, y1 - y0, self.level, self.ds)
 
 
+class OpenSlideRegionReader:
+    """Reads in-bounds windows of stored levels with OpenSlide (the ``RegionReader`` fast path)."""
+
+    def __init__(self, osr, path: Path):
+        self.osr, self.path = osr, Path(path)
+
+    def read(self, level: int, x_level: int, y_level: int, w: int, h: int) -> np.ndarray:
+        """``(h, w, 3)`` uint8 window of ``level`` (level pixel coordinates)."""
+        ds = self.osr.level_downsamples[level]
+        return read_rgb(self.osr, self.path, x_level, y_level, w, h, level, ds)
+
+
+def _dask_levels(osr, path: Path) -> list:
+    """The stored levels as dask arrays of :class:`_LevelArray` chunks (imports dask)."""
+    import dask.array as da
+
+    return [
+        da.from_array(_LevelArray(osr, i, path), chunks=(CHUNK_PX, CHUNK_PX, 3), asarray=False)
+        for i in range(osr.level_count)
+    ]
+
+
 def read_rgb(osr, path: Path, x, y, w, h, level: int, ds: float) -> np.ndarray:
     """``read_region`` at level coordinates, RGBA composited on white, as ``(h, w, 3)`` uint8."""
     import openslide
@@ -96,10 +119,7 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
         osr = openslide.OpenSlide(str(path))
     except (openslide.OpenSlideError, OSError) as e:
         raise SlideOpenError(f"{path}: OpenSlide cannot open it ({e})") from e
-    native = [
-        da.from_array(_LevelArray(osr, i, path), chunks=(CHUNK_PX, CHUNK_PX, 3), asarray=False)
-        for i in range(osr.level_count)
-    ]
+    shapes = [(h, w) for w, h in osr.level_dimensions]
     props = osr.properties
     mpps = [
         v
@@ -115,7 +135,8 @@ def open(path: Path) -> Slide:  # noqa: A001 - the backend protocol's name
     }
     slide = Slide(
         path=path,
-        levels=extend_pyramid(native),
+        levels=LazyLevels(shapes, lambda: _dask_levels(osr, path)),
+        reader=OpenSlideRegionReader(osr, path),
         mpp=sum(mpps) / len(mpps) if mpps else None,
         magnification=_float(props, openslide.PROPERTY_NAME_OBJECTIVE_POWER),
         associated=associated,

@@ -1,7 +1,9 @@
 """tifffile backend: Aperio SVS, tiled TIFF (page or SubIFD pyramids), OME-TIFF, NDPI, stripped TIFF.
 
-Levels are dask arrays over tifffile's zarr store (``series.aszarr()``); ``read_region`` goes
-through :class:`~napari_mrplip.io.region.TiffRegionReader`, which decodes tile bytes directly.
+Level shapes come from the TIFF pages; ``read_region`` goes through
+:class:`~napari_mrplip.io.region.TiffRegionReader`, which decodes tile bytes directly. The levels'
+dask arrays, over tifffile's zarr store (``series.aszarr()``), are built on first access
+(:class:`~napari_mrplip.io.levels.LazyLevels`), so opening and reading import neither dask nor zarr.
 """
 
 from __future__ import annotations
@@ -9,15 +11,19 @@ from __future__ import annotations
 import importlib.util
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from napari_mrplip.io.errors import SlideOpenError
+from napari_mrplip.io.levels import LazyLevels
 from napari_mrplip.io.limits import MAX_PAGES, check_level_shapes
-from napari_mrplip.io.pyramid import extend_pyramid, merged_chunks, to_rgb_uint8
+from napari_mrplip.io.pyramid import merged_chunks, to_rgb_uint8
 from napari_mrplip.io.region import NamedErrors, TiffRegionReader, tiled_level
 from napari_mrplip.io.slide import Slide
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 from ._tiff_meta import ome_mpp_mag, resolution_mpp, svs_mpp_mag
 
@@ -133,13 +139,17 @@ def _check_page(path: Path, level: int, page, file_size: int) -> None:
         )
 
 
+def _level_shapes(series) -> list[tuple[int, int]]:
+    """``(h, w)`` of each stored level, from the series' page shapes."""
+    return [
+        (int(lvl.shape[lvl.axes.index("Y")]), int(lvl.shape[lvl.axes.index("X")]))
+        for lvl in series.levels
+    ]
+
+
 def _check_tile_tables(path: Path, series, file_size: int) -> None:
     """Check every page of every level before anything is read or allocated."""
-    shapes = []
-    for lvl in series.levels:
-        ax = lvl.axes
-        shapes.append((int(lvl.shape[ax.index("Y")]), int(lvl.shape[ax.index("X")])))
-    check_level_shapes(path, shapes, file_size)
+    check_level_shapes(path, _level_shapes(series), file_size)
     for i, lvl in enumerate(series.levels):
         if 0 in tuple(lvl.shape):
             raise SlideOpenError(f"{path}: the image is empty (level {i} shape {tuple(lvl.shape)})")
@@ -149,6 +159,8 @@ def _check_tile_tables(path: Path, series, file_size: int) -> None:
 
 
 def _levels(path: Path, series) -> list[da.Array]:
+    """The stored levels as dask arrays over tifffile's zarr store (imports dask and zarr)."""
+    import dask.array as da
     import zarr
 
     store = series.aszarr()
@@ -178,7 +190,7 @@ def _associated(tf, main) -> dict:
             continue
 
         def load(s=s):
-            return np.asarray(to_rgb_uint8(da.from_array(s.asarray()), s.axes).compute())
+            return np.asarray(to_rgb_uint8(s.asarray(), s.axes))
 
         out[key] = load
     return out
@@ -199,8 +211,7 @@ def _build(path: Path, tf) -> Slide:
     main = _main_series(path, tf)
     file_size = tf.filehandle.size
     _check_tile_tables(path, main, file_size)
-    native = _levels(path, main)
-    levels = extend_pyramid(native)
+    levels = LazyLevels(_level_shapes(main), lambda: _levels(path, main))
     mpp, mag = _mpp_mag(tf, main)
     fmt = "svs" if tf.is_svs else "ome-tiff" if tf.is_ome else "ndpi" if tf.is_ndpi else "tiff"
     first = main.levels[0].pages[0]
@@ -215,7 +226,7 @@ def _build(path: Path, tf) -> Slide:
         magnification=mag,
         reader=reader,
         associated=_associated(tf, main),
-        native_levels=len(native),
+        native_levels=levels.native_count,
         metadata={
             "backend": NAME,
             "format": fmt,
