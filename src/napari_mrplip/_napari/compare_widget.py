@@ -20,6 +20,7 @@ from .compare import difference
 from .heatmap_widget import MAGNIFICATIONS, HeatmapWidget, PanelInputError, _lines
 from .layers import HEATMAP_KEY, HeatmapCanvas, placement_on, show_per_prompt
 from .model_picker import ModelPicker
+from .slide_mpp import NEEDS_MPP, NoSlideError, SlideMppRow, over, slide_of
 from .view import view_state
 from .workers import HeatmapJob, import_torch_safely
 
@@ -34,6 +35,7 @@ class CompareWidget(Container):
         self.viewer = viewer
         self.engine_factory = engine_factory or HeatmapWidget.make_engine
         self.slide_layer = ComboBox(label="slide", choices=self._slide_choices)
+        self.slide_mpp = SlideMppRow(self.slide_layer, viewer)
         self.model_a = ModelPicker(label="model A")
         self.model_b = ModelPicker(label="model B")
         self.prompts = TextEdit(label="prompts", value="dense nuclei\npink stroma")
@@ -41,7 +43,7 @@ class CompareWidget(Container):
         self.magnification = ComboBox(label="magnification", choices=list(MAGNIFICATIONS))
         self.run_btn = PushButton(text="Compare on view")
         self.status = Label(label="status", value="pick two models")
-        self.extend([self.slide_layer, self.model_a, self.model_b, self.prompts,
+        self.extend([self.slide_layer, self.slide_mpp, self.model_a, self.model_b, self.prompts,
                      self.background, self.magnification, self.run_btn, self.status])  # fmt: skip
         self.prompts.native.setMaximumHeight(70)
         self.background.native.setMaximumHeight(45)
@@ -50,8 +52,12 @@ class CompareWidget(Container):
         self.canvases: dict[str, HeatmapCanvas] = {}
         self.job: HeatmapJob | None = None
         self.run_btn.changed.connect(self.run_view)
-        viewer.layers.events.inserted.connect(lambda e=None: self.slide_layer.reset_choices())
-        viewer.layers.events.removed.connect(lambda e=None: self.slide_layer.reset_choices())
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self._layers_changed)
+
+    def _layers_changed(self, event=None) -> None:
+        self.slide_layer.reset_choices()
+        self.slide_mpp.refresh()
 
     def _slide_choices(self, widget=None):
         return [(ly.name, ly) for ly in self.viewer.layers if "slide" in ly.metadata]
@@ -68,7 +74,7 @@ class CompareWidget(Container):
             raise PanelInputError("type at least one prompt (one per line)")
         mpp = MAGNIFICATIONS[self.magnification.value]
         if mpp is not None and slide.mpp is None:
-            raise PanelInputError(f"{slide.name} has no µm/px: choose 'visible level'")
+            raise PanelInputError(NEEDS_MPP.format(name=slide.name) + ", or choose 'visible level'")
         return HeatmapRequest(
             prompts=prompts, background=_lines(self.background.value), target_mpp=mpp,
             level=state.level if mpp is None else None, region_level0=state.region_level0,
@@ -78,9 +84,10 @@ class CompareWidget(Container):
         """Score the visible region with model A, then model B, then draw A, B and A - B."""
         try:
             layer = self.slide_layer.value
-            if layer is None:
-                raise PanelInputError("open a slide first")
-            slide = layer.metadata["slide"]
+            try:
+                slide = slide_of(layer, self.viewer)  # µm/px stated once, for every panel
+            except NoSlideError as e:
+                raise PanelInputError(str(e)) from None
             specs = {"A": self.model_a.value, "B": self.model_b.value}
             if not all(specs.values()):
                 raise PanelInputError("pick a model A and a model B")
@@ -142,7 +149,8 @@ class CompareWidget(Container):
             layers.append(self.viewer.add_image(
                 diff[i], name=f"A - B: {prompt}", colormap="bwr", contrast_limits=(-1.0, 1.0),
                 opacity=0.6, scale=scale, translate=translate, visible=i == 0,
-                metadata={HEATMAP_KEY: key, DIFF_KEY: True, "prompt": prompt, **specs},
+                metadata={HEATMAP_KEY: key, DIFF_KEY: True, "prompt": prompt, **specs,
+                          **over(slide_layer)},
                 **_world_kwargs(slide_layer),
             ))  # fmt: skip
         return layers

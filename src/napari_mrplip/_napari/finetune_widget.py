@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 from napari_mrplip._napari import finetune_layers as fl
 from napari_mrplip._napari.model_picker import ModelPicker
 from napari_mrplip._napari.process import JsonlTail, TrainingProcess
+from napari_mrplip._napari.slide_mpp import SlideMppRow, slide_of
 from napari_mrplip.finetune.config import MODES
+from napari_mrplip.io.stated_mpp import source_of
 from napari_mrplip.models import catalog
 
 SOURCES = ("layer", "GeoJSON", "tile folder")
@@ -52,6 +54,7 @@ class FinetuneWidget(Container):
         self.source = ComboBox(label="data", choices=SOURCES, value="layer")
         self.labels_layer = ComboBox(label="labels layer", choices=self._labelled_choices)
         self.slide_layer = ComboBox(label="slide layer", choices=self._slide_choices)
+        self.slide_mpp = SlideMppRow(self.slide_layer, viewer)
         self.geojson = FileEdit(label="GeoJSON", mode="r", filter="*.geojson *.json")
         self.folder = FileEdit(label="tile folder", mode="d")
         self.mode = ComboBox(label="mode", choices=MODES, value="linear")
@@ -68,7 +71,8 @@ class FinetuneWidget(Container):
         self.results = Label(value="")
         self.confusion = Image(visible=False)
         super().__init__(widgets=[
-            self.model, self.source, self.labels_layer, self.slide_layer, self.geojson, self.folder,
+            self.model, self.source, self.labels_layer, self.slide_layer, self.slide_mpp,
+            self.geojson, self.folder,
             self.mode, self.epochs, self.lr, self.mpp, self.out_dir, self.train_button,
             self.cancel_button, self.progress, self.status, self.results, self.confusion,
         ])  # fmt: skip
@@ -94,11 +98,12 @@ class FinetuneWidget(Container):
     def _refresh_layers(self, _=None) -> None:
         self.labels_layer.reset_choices()
         self.slide_layer.reset_choices()
+        self.slide_mpp.refresh()
 
     def _on_source(self, _=None) -> None:
         src = self.source.value
         self.labels_layer.visible = src == "layer"
-        self.slide_layer.visible = src in {"layer", "GeoJSON"}
+        self.slide_layer.visible = self.slide_mpp.visible = src in {"layer", "GeoJSON"}
         self.geojson.visible = src == "GeoJSON"
         self.folder.visible = src == "tile folder"
 
@@ -149,7 +154,7 @@ class FinetuneWidget(Container):
         if self.source.value == "GeoJSON":
             return src.tiles_from_geojson(
                 self.geojson.value,
-                slide_layer.metadata["slide"],
+                slide_of(slide_layer, self.viewer),
                 tile_px=tile_px,
                 mpp=self.mpp.value,
             )
@@ -164,6 +169,7 @@ class FinetuneWidget(Container):
     def _need_slide_layer(self):
         if self.slide_layer.value is None:
             raise ValueError("open a slide first (the labels are read from its pixels)")
+        slide_of(self.slide_layer.value, self.viewer)  # µm/px stated once, for every panel
         return self.slide_layer.value
 
     def _start_thread(self, out: Path) -> None:
@@ -206,7 +212,10 @@ class FinetuneWidget(Container):
         if self.source.value == "tile folder":
             return args + ["--data", str(self.folder.value)]
         slide_layer = self._need_slide_layer()
-        slide_path = str(slide_layer.metadata.get("path") or slide_layer.metadata["slide"].path)
+        slide = slide_layer.metadata["slide"]
+        slide_path = str(slide_layer.metadata.get("path") or slide.path)
+        if slide.mpp is not None and source_of(slide) != "file":  # stated: say it explicitly
+            args += ["--slide-mpp", f"{slide.mpp:g}"]
         if self.source.value == "GeoJSON":
             return args + ["--data", str(self.geojson.value), "--slide", slide_path]
         layer = self.labels_layer.value

@@ -25,6 +25,7 @@ from napari_mrplip.heatmap.display import legend_text, outline_rings, top_region
 from napari_mrplip.heatmap.result import HeatmapResult
 
 from .layers import HEATMAP_KEY, HeatmapCanvas, heatmap_colormap
+from .slide_mpp import over
 from .view import camera
 
 #: metadata key of the outline Shapes layer.
@@ -145,7 +146,8 @@ class DisplayControls(Container):
         viewer.add_shapes(
             [to_world(r, slide_layer) for r in rings], shape_type="path", edge_width=2,
             edge_color="#00e5ff", name=f"outline: {canvas.prompts[focus]} ≥ {thr:.2f}",
-            metadata={OUTLINE_KEY: True}, units=tuple(slide_layer.units)[-2:],
+            metadata={OUTLINE_KEY: True, **over(slide_layer)},
+            units=tuple(slide_layer.units)[-2:],
         )  # fmt: skip
         viewer.layers.selection.active = slide_layer
 
@@ -186,7 +188,7 @@ class DisplayControls(Container):
             self.viewer.add_shapes(
                 polys, shape_type="polygon", face_color="transparent", edge_color="#ffd400",
                 edge_width=2, name=f"regions: {self._canvas.prompts[self.channel()]} ≥ {thr:.2f}",
-                units=tuple(self.slide_layer.units)[-2:],
+                units=tuple(self.slide_layer.units)[-2:], metadata=over(self.slide_layer),
             )  # fmt: skip
         written = None
         if path and str(path) not in ("", "."):

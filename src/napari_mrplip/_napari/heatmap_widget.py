@@ -32,6 +32,7 @@ from napari_mrplip.heatmap.result import HeatmapRequest, HeatmapResult
 from .heatmap_display import DisplayControls
 from .layers import COLORMAPS, HeatmapCanvas, legend_html, show_argmax, show_per_prompt
 from .model_picker import ModelPicker
+from .slide_mpp import NEEDS_MPP, NoSlideError, SlideMppRow, slide_of
 from .view import ViewFollower, ViewState, view_state
 from .vocabulary_hint import VocabularyHint
 from .workers import HeatmapJob, import_torch_safely
@@ -75,6 +76,7 @@ class HeatmapWidget(Container):
         self.viewer = viewer
         self.engine_factory = engine_factory or self.make_engine
         self.slide_layer = ComboBox(label="slide", choices=self._slide_choices)
+        self.slide_mpp = SlideMppRow(self.slide_layer, viewer)
         self.model = ModelPicker(label="model")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda"], value="auto")
         self.batch_size = SpinBox(label="batch (0=auto)", value=0, min=0, max=4096)
@@ -98,7 +100,7 @@ class HeatmapWidget(Container):
         self.legend = Label(label="legend", value="")
         self.status = Label(label="status", value="ready")
         self.extend([
-            self.slide_layer, self.model, self.device, self.batch_size, self.prompts,
+            self.slide_layer, self.slide_mpp, self.model, self.device, self.batch_size, self.prompts,
             self.vocab.warning, self.vocab.known, self.background, self.magnification, self.output, self.colormap, self.opacity,
             self.tissue_only, self.follow, self.run_view_btn, self.run_slide_btn, self.cancel_btn, self.progress,
             self.info, self.resolution, self.legend, self.status, self.display,
@@ -143,6 +145,7 @@ class HeatmapWidget(Container):
 
     def _layers_changed(self, event=None) -> None:
         self.slide_layer.reset_choices()
+        self.slide_mpp.refresh()
         self.model.refresh()
 
     def current_slide(self):
@@ -151,9 +154,10 @@ class HeatmapWidget(Container):
         if layer is None or layer not in self.viewer.layers:
             self.slide_layer.reset_choices()
             layer = self.slide_layer.value
-        if layer is None:
-            raise PanelInputError("open a slide first (File > Open, or the sample slide)")
-        return layer, layer.metadata["slide"]
+        try:
+            return layer, slide_of(layer, self.viewer)  # µm/px stated once, for every panel
+        except NoSlideError as e:
+            raise PanelInputError(str(e)) from None
 
     def check_vocabulary(self, value=None) -> list[str]:
         """Warn about prompts made of words the selected model never saw; returns the messages."""
@@ -167,10 +171,7 @@ class HeatmapWidget(Container):
             raise PanelInputError("type at least one prompt (one per line)")
         target_mpp = MAGNIFICATIONS[self.magnification.value]
         if target_mpp is not None and slide.mpp is None:
-            raise PanelInputError(
-                f"{slide.name} does not record its µm/px: choose 'visible level', or reopen it "
-                "with a known mpp"
-            )
+            raise PanelInputError(NEEDS_MPP.format(name=slide.name) + ", or choose 'visible level'")
         return HeatmapRequest(
             prompts=prompts,
             background=_lines(self.background.value),

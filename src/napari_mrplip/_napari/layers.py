@@ -17,6 +17,8 @@ import numpy as np
 
 from napari_mrplip.heatmap.result import HeatmapResult
 
+from .slide_mpp import over
+
 #: metadata key marking layers this package made (value: the canvas key string).
 HEATMAP_KEY = "mrplip_heatmap"
 #: Perceptual colormaps offered in the panel.
@@ -243,7 +245,7 @@ def show_per_prompt(
                 blending="translucent",
                 scale=scale,
                 translate=translate,
-                metadata={HEATMAP_KEY: key, "prompt": prompt},
+                metadata={HEATMAP_KEY: key, "prompt": prompt, **over(slide_layer)},
                 **_world_kwargs(slide_layer),
             )
         layer.refresh()
@@ -277,6 +279,7 @@ def show_argmax(viewer, canvas: HeatmapCanvas, slide_layer, *, opacity=0.45):
         scale=scale,
         translate=translate,
         features=features,
-        metadata={HEATMAP_KEY: key, "legend": {k: p for k, (p, _) in leg.items()}},
+        metadata={HEATMAP_KEY: key, "legend": {k: p for k, (p, _) in leg.items()},
+                  **over(slide_layer)},  # fmt: skip
         **_world_kwargs(slide_layer),
     )

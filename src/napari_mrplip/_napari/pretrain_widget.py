@@ -21,7 +21,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
@@ -30,10 +29,12 @@ from magicgui.widgets import (
     TextEdit,
 )
 
+from napari_mrplip.io.stated_mpp import source_of
 from napari_mrplip.models import catalog
 
 from .model_picker import refresh_all
 from .process import TrainingProcess, loadable_checkpoint, pretrain_command
+from .slide_mpp import SlideMppRow, slide_of
 from .workers import import_torch_safely
 
 TERMINAL = ("done", "stopped", "error")
@@ -93,7 +94,8 @@ class PretrainWidget(Container):
         self.gpus = SpinBox(label="GPUs", value=1, min=1, max=64)
         self.steps = SpinBox(label="steps", value=300, min=1, max=10_000_000)
         self.batch_size = SpinBox(label="batch size", value=8, min=1, max=65536)
-        self.slide_mpp = FloatSpinBox(label="slide µm/px (0=file)", value=0.0, min=0.0, step=0.01)
+        self.slide_layer = ComboBox(label="open slide", choices=self._slide_choices)
+        self.slide_mpp = SlideMppRow(self.slide_layer, viewer)
         self.out = FileEdit(label="output dir", mode="d", value=self._default_out())
         self.resume = CheckBox(text="resume the run in the output dir", value=False)
         self.start_btn = PushButton(text="Start")
@@ -103,8 +105,8 @@ class PretrainWidget(Container):
         self.log = TextEdit(label="log", value="")
         self.log.read_only = True
         self.extend([
-            self.use_open, self.slides, self.magnifications, self.captioner, self.config,
-            self.device, self.gpus, self.steps, self.batch_size, self.slide_mpp, self.out,
+            self.use_open, self.slide_layer, self.slide_mpp, self.slides, self.magnifications, self.captioner, self.config,
+            self.device, self.gpus, self.steps, self.batch_size, self.out,
             self.resume, self.start_btn, self.cancel_btn, self.progress, self.status,
         ])  # fmt: skip
         self.plot = LossPlot()
@@ -116,6 +118,11 @@ class PretrainWidget(Container):
         self.start_btn.changed.connect(self.start)
         self.cancel_btn.changed.connect(self.cancel)
         self._timer = self._make_timer()
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(lambda *_: self.slide_layer.reset_choices())
+
+    def _slide_choices(self, widget=None):
+        return [(ly.name, ly) for ly in self.viewer.layers if "slide" in ly.metadata]
 
     @staticmethod
     def _default_out() -> Path:
@@ -134,10 +141,30 @@ class PretrainWidget(Container):
         """The chosen slide files plus, when ticked, the files behind the open slide layers."""
         paths = [str(p) for p in (self.slides.value or []) if str(p) not in {"", "."}]
         if self.use_open.value:
-            paths += [
-                str(ly.metadata["path"]) for ly in self.viewer.layers if "path" in ly.metadata
-            ]
+            paths += [str(ly.metadata["path"]) for ly in self._open_slides()]
         return list(dict.fromkeys(paths))
+
+    def _open_slides(self) -> list:
+        return [ly for ly in self.viewer.layers if "path" in ly.metadata and "slide" in ly.metadata]
+
+    def stated_slide_mpp(self) -> float | None:
+        """``--slide-mpp`` for the run: the µm/px stated for the open slides whose files
+        record none (``io.stated_mpp``), when they share one and no other file is picked;
+        otherwise ``None`` (the run reads each slide's own from the registry). Raises ValueError
+        naming an open slide that has no µm/px at all."""
+        if not self.use_open.value:
+            return None
+        stated = set()
+        for layer in self._open_slides():
+            slide = slide_of(layer, self.viewer)  # also adopts a scale the user set
+            if slide.mpp is None:
+                raise ValueError(
+                    f"{slide.name} records no µm/px: state it in the 'slide µm/px' row"
+                )
+            if source_of(slide) != "file":
+                stated.add(slide.mpp)
+        picked = [p for p in (self.slides.value or []) if str(p) not in {"", "."}]
+        return stated.pop() if len(stated) == 1 and not picked else None
 
     def build_args(self) -> list[str]:
         """``mrplip pretrain`` arguments from the form; raises ValueError on bad input."""
@@ -160,8 +187,9 @@ class PretrainWidget(Container):
         args += ["--magnifications", *(f"{m:g}" for m in mags)]
         args += ["--max-steps", str(self.steps.value), "--batch-size", str(self.batch_size.value)]
         args += ["--device", self.device.value, "--captioner", self.captioner.value.strip()]
-        if self.slide_mpp.value > 0:
-            args += ["--slide-mpp", f"{self.slide_mpp.value:g}"]
+        mpp = self.stated_slide_mpp()
+        if mpp is not None:
+            args += ["--slide-mpp", f"{mpp:g}"]
         return args
 
     # -- actions --------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .shapes import (
     shape_indices,
     update_features,
 )
+from .slide_mpp import NEEDS_MPP, SlideMppRow, slide_of
 from .view import camera, canvas_hw
 from .workers import HeatmapJob, import_torch_safely
 
@@ -54,6 +55,7 @@ class ReviewWidget(Container):
         super().__init__(labels=True, **kwargs)
         self.viewer = viewer
         self.slide_layer = ComboBox(label="slide", choices=self._slide_choices)
+        self.slide_mpp = SlideMppRow(self.slide_layer, viewer)
         self.geojson = FileEdit(label="GeoJSON", mode="r", filter="*.geojson *.json")
         self.load_btn = PushButton(text="Load GeoJSON")
         self.shapes_layer = ComboBox(label="Shapes layer", choices=self._shapes_choices)
@@ -72,7 +74,7 @@ class ReviewWidget(Container):
         self.save_btn = PushButton(text="Save GeoJSON")
         self.status = Label(label="status", value="load annotations to start")
         self.extend([
-            self.slide_layer, self.geojson, self.load_btn, self.shapes_layer, self.use_layer_btn,
+            self.slide_layer, self.slide_mpp, self.geojson, self.load_btn, self.shapes_layer, self.use_layer_btn,
             self.model, self.magnification, self.extra_labels, self.score_btn, self.cancel_btn,
             self.progress, self.relabel_to, self.accept_btn, self.relabel_btn, self.flag_btn,
             self.save_path, self.save_btn, self.status,
@@ -120,6 +122,7 @@ class ReviewWidget(Container):
 
     def _layers_changed(self, event=None) -> None:
         self.slide_layer.reset_choices()
+        self.slide_mpp.refresh()
         self.shapes_layer.reset_choices()
 
     def _slide(self):
@@ -127,9 +130,7 @@ class ReviewWidget(Container):
         if layer is None:
             self.slide_layer.reset_choices()
             layer = self.slide_layer.value
-        if layer is None:
-            raise ValueError("open a slide first (File > Open, or the sample slide)")
-        return layer, layer.metadata["slide"]
+        return layer, slide_of(layer, self.viewer)  # µm/px stated once, for every panel
 
     # -- loading --------------------------------------------------------------------
     def load_geojson(self, path: str | Path | None = None) -> bool:
@@ -210,6 +211,8 @@ class ReviewWidget(Container):
             return self._fail(ValueError("load annotations first"))
         try:
             _, slide = self._slide()
+            if slide.mpp is None:  # ask, in the row above, instead of stopping
+                raise ValueError(NEEDS_MPP.format(name=slide.name))
         except ValueError as e:
             return self._fail(e)
         spec, mpp = self.model.value, MAGNIFICATIONS[self.magnification.value]

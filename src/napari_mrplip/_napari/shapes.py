@@ -19,6 +19,8 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from napari_mrplip.annotations.model import Annotation
 
+from .slide_mpp import over
+
 #: Feature names that may carry the class of a user-drawn Shapes layer, in priority order.
 LABEL_FEATURES = ("label", "class", "classification", "name")
 #: Edge colours cycled over labels.
@@ -65,7 +67,8 @@ def add_annotations_layer(viewer, annotations: Sequence[Annotation], slide_layer
         data, shape_type="polygon", name=name, features=features, scale=scale,
         translate=translate, edge_width=width,
         edge_color="label", edge_color_cycle=cycle, face_color="transparent",
-        units=getattr(slide_layer, "units", None), metadata={"mrplip_review": True},
+        units=getattr(slide_layer, "units", None),
+        metadata={"mrplip_review": True, **over(slide_layer)},
     )  # fmt: skip
     return layer
 
