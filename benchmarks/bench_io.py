@@ -3,7 +3,7 @@
 One run, the same files and the same regions for every arm, arms interleaved (rotating order per
 region), median and p90 in milliseconds. Run on demand, never in the test suite:
 
-    .venv/bin/python benchmarks/bench_io.py [--workdir /tmp/mrplip-bench] [--reps 150]
+    .venv/bin/python benchmarks/bench_io.py [--workdir /tmp/mrplip-bench] [--reps 150] [--json F]
 
 Files: a generated JPEG SVS-like slide and a JPEG-2000 (Aperio 33005) SVS-like slide, both
 tiled 256 px with real IHC tissue tiles (scikit-image), and the real CMU-1-Small-Region.svs.
@@ -12,6 +12,7 @@ tiled 256 px with real IHC tissue tiles (scikit-image), and the real CMU-1-Small
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -28,6 +29,10 @@ from napari_mrplip.io.derived import block_mean, derived_source
 from napari_mrplip.io.synthetic import write_synthetic_slide
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The real H&E slide: ``../shared`` when it is there, else the copy shipped in the package.
+CMU = SHARED / "CMU-1-Small-Region.svs"
+if not CMU.is_file():
+    CMU = Path(__file__).resolve().parents[1] / "src/napari_mrplip/_napari/sample" / CMU.name
 
 
 def raw_decoder(page):
@@ -73,15 +78,19 @@ def _regions(rng, kind, width, height, tile, n):
     ]
 
 
+def _native(slide) -> int:
+    """Stored levels: the ``Slide.native_levels`` field (a metadata key before issue 9)."""
+    n = getattr(slide, "native_levels", None)
+    return int(n if n is not None else slide.metadata["native_levels"])
+
+
 def _derived_arms(slide, osr, level) -> dict:
     """Extra arms at a built level: the dask graph (ours before) and OpenSlide at the same scale.
 
     OpenSlide has no level at a built level's downsample, so its arm reads the stored level's
     ``2**n`` times larger window and reduces it with the same block mean (what a caller would do).
     """
-    source, n = derived_source(
-        [lv.shape for lv in slide.levels], slide.metadata["native_levels"], level
-    )
+    source, n = derived_source([lv.shape for lv in slide.levels], _native(slide), level)
     lv, f = slide.levels[level], 1 << n
     arms = {"ours before (dask)": lambda x, y, s: np.asarray(lv[y : y + s, x : x + s].compute())}
     if source < osr.level_count:
@@ -99,7 +108,7 @@ def _arms(slide, osr, fh, page, level) -> dict:
     """Callables ``(x_level, y_level, size)`` for each arm that can read this level."""
     ds = slide.downsamples[level]
     arms = {"ours": lambda x, y, s: slide.read_region(int(x * ds), int(y * ds), s, s, level)}
-    if level >= slide.metadata["native_levels"]:
+    if level >= _native(slide):
         return arms | _derived_arms(slide, osr, level)
     if level < osr.level_count:
         ods = osr.level_downsamples[level]
@@ -142,10 +151,10 @@ def bench_file(path: Path, reps: int, seed: int = 0) -> list[tuple]:
         ("2048 L0", 0, max(5, reps // 15)),
         ("2048 L1", 1, max(5, reps // 15)),
     ]
-    if slide.metadata["native_levels"] == 1:  # level 1 is built: the derived-level fast path
+    if _native(slide) == 1:  # level 1 is built: the derived-level fast path
         cases.append(("unaligned224 L1", 1, reps))
     for case, level, n in cases:
-        native = slide.metadata["native_levels"] > level
+        native = _native(slide) > level
         page = tf.series[0].levels[level].pages[0] if native else None
         lw, lh = slide.levels[level].shape[1], slide.levels[level].shape[0]
         kind = case.split()[0] if case.startswith(("aligned", "unaligned224")) else "big"
@@ -171,7 +180,7 @@ def who_reads(paths: list[Path]) -> list[tuple]:
     for p in paths:
         try:
             with open_slide(p) as s:
-                ours = f"{s.metadata['native_levels']} native + {len(s.levels) - s.metadata['native_levels']} built"
+                ours = f"{_native(s)} native + {len(s.levels) - _native(s)} built"
         except SlideOpenError as e:
             ours = f"error: {e}"
         try:
@@ -189,6 +198,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/mrplip-bench"))
     ap.add_argument("--reps", type=int, default=150)
     ap.add_argument("--size", type=int, default=16384, help="level-0 side of the generated slides")
+    ap.add_argument("--json", type=Path, default=None, help="write the rows here")
+    ap.add_argument("--no-who", action="store_true", help="skip the who-reads-what table")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     jpeg = args.workdir / "svs_like_jpeg.svs"
@@ -202,15 +213,17 @@ def main() -> None:
     ]:
         if not path.exists():
             write_synthetic_slide(path, size=size, kind=kind, codec=codec)
-    files = [jpeg, j2k, SHARED / "CMU-1-Small-Region.svs"]
+    files = [jpeg, j2k, CMU]
     print(
         f"load average before: {os.getloadavg()[0]:.1f}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, tifffile {tifffile.__version__}, imagecodecs {imagecodecs.__version__}"
     )
     print("\n| file | case | arm | median ms | p90 ms | n | vs OpenSlide | vs raw | vs before |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    report = []
     for f in files:
         rows = bench_file(f, args.reps)
+        report += [dict(zip(("file", "case", "arm", "median_ms", "p90_ms", "n"), r)) for r in rows]
         med = {(r[1], r[2]): r[3] for r in rows}
         for name, case, arm, m, p90, n in rows:
             vs_os = (
@@ -230,9 +243,21 @@ def main() -> None:
                 f"| {vs_before} |"
             )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if args.no_who:
+        return
     print("\n| file | ours | OpenSlide |\n| --- | --- | --- |")
     for name, ours, theirs in who_reads(
-        [ome, SHARED / "OS-1-detail.ome.tif", SHARED / "OS-2-ndpi.ome.tif", *files]
+        [
+            ome,
+            *(
+                p
+                for p in (SHARED / "OS-1-detail.ome.tif", SHARED / "OS-2-ndpi.ome.tif")
+                if p.is_file()
+            ),
+            *files,
+        ]
     ):
         print(f"| {name} | {ours} | {theirs} |")
 

@@ -59,3 +59,8 @@ def test_two_users_of_one_model_hold_one_model(tmp_path, monkeypatch):
     review_panel = pool.encoder_for(spec)  # what ReviewWidget._embedder asks for
     assert heatmap_panel is review_panel and len(loads) == 1
     assert pool.embedder_for(review_panel).cache is pool.shared_cache()
+    # the CLI commands resolve the device first ("cpu" here); they still get the same model
+    from napari_mrplip.embed.batching import resolve_device
+    from napari_mrplip.heatmap.jobs import load_encoder
+
+    assert load_encoder(spec, resolve_device(None)) is heatmap_panel and len(loads) == 1

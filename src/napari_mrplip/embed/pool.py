@@ -24,12 +24,16 @@ def encoder_for(spec: str, device: str | None = None):
     """The process-wide encoder for a model spec on a device, loaded on first use.
 
     Every panel and command in the process asks here, so one model sits in memory however
-    many panels use it. ``device`` ``None``/``"auto"`` resolves as ``get_encoder`` does.
+    many panels use it. ``device`` ``None``/``"auto"`` resolves to ``"cuda"`` when a GPU
+    is present, else ``"cpu"`` (``batching.resolve_device``), so ``"auto"`` and the device it
+    resolves to share one model.
     """
     from napari_mrplip.models.encoders import get_encoder
 
-    dev = None if device in (None, "", "auto") else str(device)
-    key = (str(spec), dev or "auto")
+    from .batching import resolve_device
+
+    dev = resolve_device(None if device is None else str(device))
+    key = (str(spec), dev)
     with _LOCK:
         enc = _ENCODERS.get(key)
         lock = _LOAD_LOCKS.setdefault(key, threading.Lock())

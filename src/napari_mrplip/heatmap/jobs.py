@@ -2,13 +2,12 @@
 
 The CLI maps its arguments onto :class:`HeatmapJob` once; everything below takes the job.
 With a dask.distributed scheduler each slide is one task; a worker process loads the
-encoder once and keeps it (``_ENCODERS``) for the slides that follow.
+encoder once, in the process-wide pool (``embed.pool``), for the slides that follow.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +16,6 @@ from pathlib import Path
 from napari_mrplip.heatmap.result import HeatmapRequest
 
 log = logging.getLogger(__name__)
-
-_ENCODERS: dict[tuple[str, str], object] = {}
-_ENCODERS_LOCK = threading.Lock()
 
 #: Output suffixes recognised as files (anything else is a directory for many slides).
 SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff", ".ome.zarr", ".zarr")
@@ -78,25 +74,26 @@ class HeatmapJob:
 
 
 def load_encoder(spec: str, device: str):
-    """The encoder for ``spec`` on ``device``, loaded once per process."""
+    """The process-wide encoder for ``spec`` on ``device`` (``embed.pool.encoder_for``).
+
+    Raises
+    ------
+    ModelUnavailableError
+        The model loaders are not installed, or ``spec`` cannot be loaded; says which.
+    """
     from napari_mrplip.embed.batching import resolve_device
 
     dev = resolve_device(device)
-    with _ENCODERS_LOCK:
-        if (spec, dev) in _ENCODERS:
-            return _ENCODERS[(spec, dev)]
-        try:
-            from napari_mrplip.models.encoders import get_encoder
-        except ImportError as e:
-            raise ModelUnavailableError(
-                f"cannot load model {spec!r}: the model loaders are not installed ({e})"
-            ) from e
-        try:
-            enc = get_encoder(spec, device=dev)
-        except (ValueError, OSError) as e:
-            raise ModelUnavailableError(f"cannot load model {spec!r}: {e}") from e
-        _ENCODERS[(spec, dev)] = enc
-        return enc
+    try:
+        from napari_mrplip.embed.pool import encoder_for
+
+        return encoder_for(spec, dev)
+    except ImportError as e:
+        raise ModelUnavailableError(
+            f"cannot load model {spec!r}: the model loaders are not installed ({e})"
+        ) from e
+    except (ValueError, OSError) as e:
+        raise ModelUnavailableError(f"cannot load model {spec!r}: {e}") from e
 
 
 def output_paths(job: HeatmapJob) -> list[Path]:

@@ -113,8 +113,8 @@ def _inputs(cfg: ReviewConfig) -> list[Path]:
 def review(cfg: ReviewConfig, out=sys.stdout) -> list:
     """Run the review headless; returns the ranked scores."""
     from napari_mrplip.annotations.geojson import read_document
+    from napari_mrplip.embed.pool import encoder_for
     from napari_mrplip.io import open_slide
-    from napari_mrplip.models.encoders import get_encoder
 
     from .ranking import apply_scores, rank
     from .scoring import score_annotations
@@ -127,7 +127,7 @@ def review(cfg: ReviewConfig, out=sys.stdout) -> list:
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     with open_slide(cfg.slide, mpp=cfg.slide_mpp) as slide:  # cheap checks before the model
-        encoder = get_encoder(cfg.model, device=cfg.device)
+        encoder = encoder_for(cfg.model, cfg.device)  # the process-wide model
         from tqdm.auto import tqdm
 
         # tiles are embedded across annotations in chunks; the bar counts tiles (off if not a tty)
