@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_mrplip.finetune.prompt_learning import _torch_model
+from napari_mrplip.finetune.towers import trainable_model
 from napari_mrplip.models.checkpoint import save_model
 from napari_mrplip.models.encoders import get_encoder
 from napari_mrplip.models.mrplip import build_model
@@ -38,7 +38,7 @@ def test_bf16_image_tower_matches_float32_and_training_gets_float32_back(tmp_pat
     half = enc.encode_tiles(_tiles())
     assert half.dtype == np.float32 and (ref * half).sum(1).min() > 0.99
     assert not np.array_equal(ref, half)  # it really ran in bf16
-    model = _torch_model(enc)  # fine-tuning takes the module: fp32 master weights
+    model = trainable_model(enc)  # fine-tuning takes the module: fp32 master weights
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert enc._half_vision() is None and np.array_equal(enc.encode_tiles(_tiles()), ref)
 

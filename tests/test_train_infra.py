@@ -202,3 +202,5 @@ def test_progress_log_round_trip(tmp_path: Path):
     assert loss_curve(events) == {1: 3.0, 2: 1.5}
     ProgressLog(tmp_path / "other.jsonl", enabled=False).emit("start")
     assert not (tmp_path / "other.jsonl").exists()
+    assert ProgressLog(None).emit("start", slides=2)["slides"] == 2  # no file: nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["progress.jsonl"]

@@ -21,12 +21,20 @@ from pathlib import Path
 
 
 class ProgressLog:
-    """Appends progress events to a JSON-lines file (only rank 0 writes)."""
+    """Appends progress events to a JSON-lines file.
 
-    def __init__(self, path: str | Path, enabled: bool = True):
-        self.path = Path(path)
-        self.enabled = enabled
-        if enabled:
+    Parameters
+    ----------
+    path : str or Path or None
+        The file; ``None`` writes nothing (events are still returned).
+    enabled : bool
+        ``False`` on processes that must not write (torchrun ranks other than 0).
+    """
+
+    def __init__(self, path: str | Path | None, enabled: bool = True):
+        self.path = None if path is None else Path(path)
+        self.enabled = enabled and self.path is not None
+        if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def emit(self, event: str, **fields) -> dict:

@@ -1,61 +1,19 @@
 """Linear probe: a cosine classifier on frozen, L2-normalised tile embeddings.
 
-The head is multinomial logistic regression whose class vectors are kept at unit norm and
-share one learned temperature: ``logits = exp(t) * x @ normalize(W).T``. That is exactly
-how prompts are scored (cosine x logit scale, softmax), so the trained class vectors *are*
-prompt embeddings: the heatmap engine uses them as the class names' text embeddings.
+The head (:class:`~napari_mrplip.finetune.head.CosineHead`) is multinomial logistic regression
+whose class vectors are kept at unit norm and share one learned temperature:
+``logits = exp(t) * x @ normalize(W).T``, the way prompts are scored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class CosineHead:
-    """A trained head.
-
-    Attributes
-    ----------
-    class_embeddings : np.ndarray
-        ``(C, D)`` float32, unit rows.
-    logit_scale : float
-        Multiplier of the cosine similarities.
-    """
-
-    class_embeddings: np.ndarray
-    logit_scale: float
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        """``(N, C)`` logits of ``(N, D)`` L2-normalised embeddings."""
-        return self.logit_scale * np.asarray(x, np.float32) @ self.class_embeddings.T
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """``(N,)`` predicted class indices."""
-        return self.logits(x).argmax(axis=1)
-
-
-def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(C,)`` inverse-frequency weights (mean 1 over present classes) for a balanced loss."""
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
-    return w.astype(np.float32)
-
-
-def check_finite(x: np.ndarray, what: str) -> None:
-    """Raise ValueError naming how many rows of ``x`` are not finite."""
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(
-            f"{what}: {int(bad.sum())} of {len(x)} embeddings contain NaN/inf (first at row "
-            f"{int(np.flatnonzero(bad)[0])}); the model produced invalid output for these tiles. "
-            "Check the model weights, or try precision 'fp32' / another device."
-        )
+from .head import CosineHead, check_finite, class_weights, cosine_logits, head_from
 
 
 def fit_linear_probe(
@@ -99,7 +57,7 @@ def fit_linear_probe(
     cw = torch.as_tensor(class_weights(np.asarray(y), n_classes))
     opt = torch.optim.Adam([w, log_scale], lr=lr)
     for step in range(1, steps + 1):
-        logits = log_scale.clamp(max=np.log(100.0)).exp() * xt @ F.normalize(w, dim=1).T
+        logits = cosine_logits(xt, w, log_scale)
         loss = F.cross_entropy(logits, yt, weight=cw)
         ref = F.normalize(anchor, dim=1) if anchor is not None else 0.0
         loss_total = loss + weight_decay * ((F.normalize(w, dim=1) - ref) ** 2).sum()
@@ -108,5 +66,4 @@ def fit_linear_probe(
         opt.step()
         if on_step is not None:
             on_step(step, steps, float(loss.detach()))
-    emb = F.normalize(w.detach(), dim=1).numpy().astype(np.float32)
-    return CosineHead(emb, float(log_scale.detach().clamp(max=np.log(100.0)).exp()))
+    return head_from(w, log_scale)

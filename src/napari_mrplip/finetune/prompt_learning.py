@@ -13,36 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear_probe import CosineHead, check_finite, class_weights
+from .head import CosineHead, check_finite, class_weights
+from .towers import find_text_transformer, trainable_model
 
 #: Phrase the context is initialised from when it tokenises to exactly ``n_ctx`` tokens.
 INIT_PHRASES = ("a histopathology image of", "an image of", "a photo of a")
-
-
-def find_text_transformer(model: nn.Module) -> nn.Module:
-    """The open_clip ``TextTransformer`` inside ``model`` (the module with a token embedding)."""
-    for m in model.modules():
-        if all(
-            hasattr(m, a)
-            for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")
-        ):
-            return m
-    raise ValueError(
-        f"prompt learning needs an open_clip-style text transformer; {type(model).__name__} has none"
-    )
-
-
-def _torch_model(encoder) -> nn.Module:
-    model = getattr(encoder, "module", None) or getattr(encoder, "model", None)
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"{encoder.model_id}: this encoder exposes no torch model; prompt learning and "
-            "partial/full fine-tuning need an MR-PLIP or open_clip model (use --mode linear)"
-        )
-    restore = getattr(encoder, "full_precision", None)
-    if callable(restore):  # inference keeps a bf16 image tower on CUDA; training needs fp32
-        model = restore()
-    return model
 
 
 class PromptLearner(nn.Module):
@@ -92,7 +67,7 @@ def build_prompt_learner(
     """A :class:`PromptLearner` on ``encoder``'s text tower, context initialised from a phrase."""
     from napari_mrplip.models.tokenizer import get_tokenizer
 
-    tt = find_text_transformer(_torch_model(encoder))
+    tt = find_text_transformer(trainable_model(encoder))
     tok = get_tokenizer(encoder.context_length)
     device = next(tt.parameters()).device
     tokens = tok([" ".join(["X"] * n_ctx) + f" {name}." for name in class_names]).to(device)

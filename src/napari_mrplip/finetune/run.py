@@ -25,7 +25,8 @@ from .data import (
     SlideTiles,
     split_by_group,
 )
-from .linear_probe import CosineHead, check_finite, fit_linear_probe
+from .head import CosineHead, check_finite
+from .linear_probe import fit_linear_probe
 from .report import ClassificationReport, evaluate, plot_confusion
 
 

@@ -12,25 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear_probe import CosineHead, class_weights
-from .prompt_learning import _torch_model
-
-
-def find_vision_transformer(model: nn.Module) -> nn.Module:
-    """The open_clip ``VisionTransformer`` (or another tower with ``.transformer.resblocks``)."""
-    for name in ("visual", "vision", "vision_tower"):
-        tower = getattr(model, name, None)
-        if isinstance(tower, nn.Module):
-            break
-    else:
-        raise ValueError(
-            f"{type(model).__name__}: no vision tower (visual / vision) to fine-tune; "
-            "partial/full fine-tuning needs an MR-PLIP checkpoint: use --mode linear"
-        )
-    for m in tower.modules():
-        if hasattr(m, "transformer") and hasattr(m.transformer, "resblocks"):
-            return m
-    return tower  # a non-transformer tower (e.g. frozen-feature adapter): train all of it
+from .head import class_weights, cosine_logits, head_from
+from .towers import find_vision_transformer, trainable_model
 
 
 def trainable_parameters(model: nn.Module, mode: str, blocks: int) -> dict[str, nn.Parameter]:
@@ -76,7 +59,7 @@ def fit_vision(encoder, data, tr: np.ndarray, init: np.ndarray, cfg, on_step=Non
     (CosineHead, dict)
         The head and the trained parameters' tensors keyed by ``state_dict`` names.
     """
-    model = _torch_model(encoder)
+    model = trainable_model(encoder)
     device = next(model.parameters()).device
     params = trainable_parameters(model, cfg.mode, cfg.unfreeze_blocks)
     before = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -104,7 +87,7 @@ def fit_vision(encoder, data, tr: np.ndarray, init: np.ndarray, cfg, on_step=Non
                 idx = order[s : s + cfg.batch_size]
                 tiles = _augment(torch.as_tensor(data.read(idx)), gen).contiguous().to(device)
                 emb = _encode(model, tiles)
-                logits = log_scale.clamp(max=np.log(100.0)).exp() * emb @ F.normalize(w, dim=1).T
+                logits = cosine_logits(emb, w, log_scale)
                 loss = F.cross_entropy(
                     logits, torch.as_tensor(data.labels[idx], device=device), weight=cw
                 )
@@ -118,8 +101,4 @@ def fit_vision(encoder, data, tr: np.ndarray, init: np.ndarray, cfg, on_step=Non
         model.eval()
         for n, p in model.named_parameters():
             p.requires_grad_(before[n])
-    head = CosineHead(
-        F.normalize(w.detach(), dim=1).cpu().numpy().astype(np.float32),
-        float(log_scale.detach().clamp(max=np.log(100.0)).exp()),
-    )
-    return head, {n: p.detach().cpu() for n, p in params.items()}
+    return head_from(w, log_scale), {n: p.detach().cpu() for n, p in params.items()}

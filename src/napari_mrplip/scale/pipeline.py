@@ -2,7 +2,7 @@
 
 Both stages write a summary JSON (``<manifest>.summary.json``, ``<store>.summary.json``)
 listing every slide's status (``captioned``/``embedded``, ``cached``, ``failed`` with its
-error) and the throughput, and progress events (JSON lines, as for training) to
+error) and the throughput, and progress events (``napari_mrplip.progress``, as for training) to
 ``progress`` when given::
 
     {"event": "start", "stage": "manifest", "slides": 20, "backend": "dask", "workers": 2, ...}
@@ -19,23 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from napari_mrplip.data.manifest import cache_dir_for, merge_manifest, plan_jobs, read_manifest
+from napari_mrplip.progress import ProgressLog
 
 from .runner import barrier, resolve_backend, run_items, torchrun_world
 from .tasks import caption_task, embed_task, get_encoder
-
-
-class _Events:
-    """JSON-lines progress events (appended; one line per event, flushed)."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = None if path is None else Path(path)
-
-    def emit(self, event: str, **fields) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"event": event, **fields, "time": time.time()}) + "\n")
 
 
 def _summary(stage: str, results: list[dict], seconds: float, work_key: str) -> dict:
@@ -93,7 +80,7 @@ def build_manifest_at_scale(
     out_path = Path(out_path)
     jobs = plan_jobs(slides, **sampling)
     backend = resolve_backend(backend, workers, scheduler)
-    events, t0 = _Events(progress), time.perf_counter()
+    events, t0 = ProgressLog(progress), time.perf_counter()
     rank = torchrun_world()[0] if backend == "torchrun" else 0
     if rank == 0:
         events.emit("start", stage="manifest", slides=len(jobs), backend=backend,
@@ -156,7 +143,7 @@ def build_feature_store(
     FeatureStore.create(store, enc.model_id, _feature_dim(enc), enc.input_size,
                         tile_mpps(records))  # fmt: skip
     items = [[records[i] for i in idx] for idx in group_by_slide(records).values()]
-    events, t0 = _Events(progress), time.perf_counter()
+    events, t0 = ProgressLog(progress), time.perf_counter()
     if rank == 0:
         events.emit("start", stage="embed", slides=len(items), backend=backend, workers=workers)
     task = functools.partial(embed_task, store=str(store), encoder=str(encoder),
@@ -187,7 +174,7 @@ def _local_device(device: str) -> str:
     return pick_device(device, int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _slide_events(events: _Events, total: int, key: str):
+def _slide_events(events: ProgressLog, total: int, key: str):
     seen = [0]
 
     def on_result(result: dict) -> None:
