@@ -26,6 +26,7 @@ import json, sys
 import numpy as np
 from napari_mrplip.io import open_slide
 from napari_mrplip.embed.tiles import read_tiles
+import napari_mrplip.embed.embedder  # headless embedding (in-memory cache) needs no zarr either
 
 path, backend = sys.argv[1], sys.argv[2] or None
 slide = open_slide(path, backend=backend)

@@ -11,6 +11,7 @@ embeddings back instead of re-encoding them.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -44,7 +45,10 @@ def block_checksum(br: int, bc: int, emb: np.ndarray, filled: np.ndarray) -> int
     return int.from_bytes(h.digest(), "little") or 1  # 0 is the fill value: "none stored"
 
 
+@functools.cache
 def _store_errors() -> tuple[type[BaseException], ...]:
+    """Errors a damaged or unwritable zarr store raises (zarr is imported on first need only:
+    ``except`` evaluates this when an exception is raised, and an in-memory cache never does)."""
     errors: tuple = (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError)
     try:
         import zarr
@@ -53,9 +57,6 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     except (ImportError, AttributeError):
         pass
     return errors
-
-
-_STORE_ERRORS = _store_errors()
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ class EmbeddingCache:
             return self._stores[key]
         try:
             group = self._open_store(key)
-        except _STORE_ERRORS as e:
+        except _store_errors() as e:
             group = None
             self._warn(f"embedding cache {self.store_path(key)} cannot be used ({e}); tiles "
                        "are computed instead. Delete that folder to rebuild it")  # fmt: skip
@@ -303,7 +304,7 @@ class EmbeddingCache:
                 return None
             emb = np.asarray(group["emb"][sl], np.float32)
             stored = int(np.asarray(group["crc"][br, bc]))
-        except _STORE_ERRORS as e:
+        except _store_errors() as e:
             self._warn(f"embedding cache {self.store_path(key)}: unreadable chunks are "
                        f"recomputed ({type(e).__name__}: {e})")  # fmt: skip
             return None
@@ -330,7 +331,7 @@ class EmbeddingCache:
             group["emb"][sl] = emb
             group["filled"][sl] = filled
             group["crc"][br, bc] = block_checksum(br, bc, emb, filled)  # written last
-        except _STORE_ERRORS as e:
+        except _store_errors() as e:
             if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 self.read_only = True
                 self._warn(f"embedding cache {self.disk_dir} is read-only: it is read, not "
