@@ -1,7 +1,8 @@
 """Before/after: run one benchmark against two revisions of the package, side by side in one run.
 
-The benchmark script is the working tree's; only the imported package differs (``PYTHONPATH``
-points at ``src/`` of each revision, the base exported with ``git archive``). Runs alternate
+The benchmark script is the working tree's and only the imported package differs
+(``PYTHONPATH`` points at ``src/`` of each revision, the base exported with ``git archive``),
+unless ``--own-script`` runs each revision's own copy of the benchmark (when its API changed). Runs alternate
 (base, head, head, base, …) so drift in machine load falls on both arms alike. Every numeric
 figure the benchmark writes to ``--json`` is reported as the median over rounds and as a speed
 ratio head/base (> 1: head is faster; rates are divided, times inverted).
@@ -13,6 +14,8 @@ in the same run; the drift cancels and what is compared is ``R / A`` before and 
 
     python benchmarks/compare_revisions.py --base 3947a22 --rounds 3 -- \\
         benchmarks/bench_io.py --reps 60 --no-who
+    python benchmarks/compare_revisions.py --own-script --stdout-json --base-args "--threads 1" \
+        -- benchmarks/bench_heatmap.py --only core --threads 1
     python benchmarks/compare_revisions.py --arm ours --ref-arm openslide --match median -- \
         benchmarks/bench_io.py --reps 60 --no-who
     python benchmarks/compare_revisions.py --base 3947a22 --rounds 3 -- \\
@@ -37,12 +40,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def export_revision(rev: str, dest: Path) -> Path:
-    """``src/`` of ``rev`` under ``dest`` (``git archive``; the work tree is not touched)."""
+    """``src/`` (and ``benchmarks/``) of ``rev`` under ``dest`` (``git archive``; the work tree
+    is not touched); returns the ``src`` folder."""
     dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", rev, "src"], check=True, capture_output=True
+        ["git", "-C", str(ROOT), "archive", rev, "src", "benchmarks"],
+        check=True,
+        capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    shared = ROOT.parent / "shared"  # older benchmarks find their slides beside the checkout
+    if shared.is_dir() and not (dest.parent / "shared").exists():
+        (dest.parent / "shared").symlink_to(shared)
     return dest / "src"
 
 
@@ -67,13 +76,20 @@ def flatten(obj, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def run_once(script: list[str], src: Path, out: Path) -> dict[str, float]:
-    """One benchmark run with ``src`` first on ``PYTHONPATH``; its ``--json`` flattened."""
+def run_once(script: list[str], src: Path, out: Path, stdout_json: bool) -> dict[str, float]:
+    """One benchmark run with ``src`` first on ``PYTHONPATH``; its JSON flattened.
+
+    The JSON is the file the benchmark writes to ``--json``, or with ``stdout_json`` the first
+    JSON object it prints (kept in ``out`` as well).
+    """
     env = dict(os.environ, PYTHONPATH=str(src))
-    cmd = [sys.executable, *script, "--json", str(out)]
+    cmd = [sys.executable, *script, *([] if stdout_json else ["--json", str(out)])]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with PYTHONPATH={src}:\n{proc.stderr[-3000:]}")
+    if stdout_json:
+        text = proc.stdout[proc.stdout.index("{") :]
+        out.write_text(json.dumps(json.JSONDecoder().raw_decode(text)[0], indent=2))
     return flatten(json.loads(out.read_text()))
 
 
@@ -81,7 +97,7 @@ def speed_ratio(key: str, base: float, head: float) -> float | None:
     """head/base speed: rates divide, times (``_ms``, ``_s`` suffix) invert; else ``None``."""
     if base == 0 or head == 0:
         return None
-    if "per_s" in key or key.endswith(("tiles_s", "samples_s")):
+    if key.endswith(("_per_s", "tiles_s", "samples_s")):
         return head / base
     if key.endswith(("_ms", "time_s", "seconds")):
         return base / head
@@ -120,6 +136,21 @@ def main(argv=None) -> int:
     ap.add_argument("--ref-arm", default=None, help="… as speed relative to this arm, per run")
     ap.add_argument("--reuse", type=Path, default=None,
                     help="report the runs already in this folder (base-R.json, head-R.json)")  # fmt: skip
+    ap.add_argument(
+        "--own-script",
+        action="store_true",
+        help="the base runs its own copy of the benchmark (its arguments: --base-args)",
+    )
+    ap.add_argument(
+        "--base-args",
+        default=None,
+        help="with --own-script: the base's arguments, one string [the head's]",
+    )
+    ap.add_argument(
+        "--stdout-json",
+        action="store_true",
+        help="read the first JSON object the benchmark prints (it has no --json)",
+    )
     ap.add_argument("script", nargs=argparse.REMAINDER, help="-- benchmark.py [its arguments]")
     args = ap.parse_args(argv)
     script = [a for a in args.script if a != "--"] or ap.error("name a benchmark after --")
@@ -130,11 +161,16 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mrplip-revs-"))
     print(f"runs are kept in {work}", file=sys.stderr)
     arms = {"base": export_revision(args.base, work / "base"), "head": ROOT / "src"}
+    scripts = {"base": script, "head": script}
+    if args.own_script:
+        base_args = script[1:] if args.base_args is None else args.base_args.split()
+        scripts["base"] = [str(work / "base" / script[0]), *base_args]
     runs: dict[str, list[dict]] = {"base": [], "head": []}
     for r in range(args.rounds):
         order = ("base", "head") if r % 2 == 0 else ("head", "base")
         for arm in order:
-            runs[arm].append(run_once(script, arms[arm], work / f"{arm}-{r}.json"))
+            out = work / f"{arm}-{r}.json"
+            runs[arm].append(run_once(scripts[arm], arms[arm], out, args.stdout_json))
             print(f"round {r + 1}/{args.rounds} {arm} done", file=sys.stderr)
     return report(runs, args, script)
 
