@@ -22,10 +22,10 @@ from napari_mrplip.io.pyramid import merged_chunks, to_rgb_uint8
 from napari_mrplip.io.region import NamedErrors, TiffRegionReader, tiled_level
 from napari_mrplip.io.slide import Slide
 
+from ._tiff_meta import ome_mpp_mag, resolution_mpp, svs_mpp_mag
+
 if TYPE_CHECKING:
     import dask.array as da
-
-from ._tiff_meta import ome_mpp_mag, resolution_mpp, svs_mpp_mag
 
 NAME = "tifffile"
 _MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
