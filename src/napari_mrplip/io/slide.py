@@ -122,7 +122,7 @@ class Slide:
         if self.mpp is None:
             raise MissingMppError(
                 f"{self.path}: the file states no pixel size (µm/px). Pass mpp= to open_slide "
-                "(CLI: --slide-mpp), e.g. 0.25 for 40x or 0.5 for 20x scans."
+                "(CLI: --slide-mpp, remembered for the file), e.g. 0.25 for 40x or 0.5 for 20x scans."
             )
         return self.mpp
 
