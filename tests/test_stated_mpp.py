@@ -232,3 +232,22 @@ def test_bad_slide_mpp_is_refused_while_parsing(no_mpp_slide, bad):
     assert out.returncode == 2
     assert "--slide-mpp" in out.stderr and "Traceback" not in out.stderr
     assert not sm.registry_path().exists()
+
+
+def test_pretraining_bags_use_the_stated_value_and_an_explicit_fallback_wins(
+    slide_copy, cmu_svs
+):
+    from napari_mrplip.data.manifest import _open_bags, plan_jobs
+
+    sm.state_mpp(slide_copy, 0.5)
+    [job] = plan_jobs([slide_copy], n_parents_per_slide=2, magnifications=(10, 20))
+    assert job.stated_mpp == ("fallback", 0.5)  # part of the bag cache key
+    slide, mpp, bags = _open_bags(job)
+    assert mpp == 0.5 and bags and all(b.slide_mpp == 0.5 for b in bags)
+    [job] = plan_jobs([slide_copy], n_parents_per_slide=2, magnifications=(10, 20), slide_mpp=0.25)
+    slide, mpp, _ = _open_bags(job)
+    assert mpp == 0.25 and sm.source_of(slide) == "stated"
+    assert sm.stated_mpp(slide_copy) == 0.25  # --slide-mpp is remembered for the file
+    [job] = plan_jobs([cmu_svs], n_parents_per_slide=2, magnifications=(10, 20), slide_mpp=0.25)
+    slide, mpp, _ = _open_bags(job)
+    assert mpp == pytest.approx(0.499) and sm.source_of(slide) == "file"  # only a fallback

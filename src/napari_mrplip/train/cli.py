@@ -159,4 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m napari_mrplip.train", description="pretrain MR-PLIP on slides"
     )
     configure(parser)
+    from napari_mrplip.io.stated_mpp import announce_to
+
+    announce_to(sys.stderr)  # as ``mrplip``: one line when a µm/px stated earlier is used
     return run(parser.parse_args(argv))
