@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from napari_mrplip.io.stated_mpp import announce_to
 
-    announce_to(sys.stderr)  # one line when a command uses a µm/px stated earlier
+    announce_to(True)  # one line when a command uses a µm/px stated earlier
     module = importlib.import_module(COMMANDS[name][0])
     parser = argparse.ArgumentParser(prog=f"mrplip {name}", description=COMMANDS[name][1])
     module.configure(parser)

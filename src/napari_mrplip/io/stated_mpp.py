@@ -278,21 +278,27 @@ def add_slide_mpp(parser, fallback: bool = False) -> None:
     )  # fmt: skip
 
 
-def announce_to(stream=sys.stderr) -> None:
-    """Say on ``stream`` (once per file) when a remembered µm/px is used; ``None`` = silent."""
+def announce_to(stream=True) -> None:
+    """Say (once per file) when a remembered µm/px is used: on ``stream``, or on whatever
+    ``sys.stderr`` is at that moment when ``stream`` is ``True`` (what the CLI sets);
+    ``None`` or ``False``: silent."""
     global _announce
-    _announce = stream
+    _announce = stream or None
 
 
 def _say_stated(path, value: float) -> None:
     if _announce is None or str(path) in _announced:
         return
     _announced.add(str(path))
-    print(
-        f"{Path(path).name}: using {value:g} µm/px stated earlier ({registry_path()}); "
-        "pass --slide-mpp to change",
-        file=_announce,
-    )
+    stream = sys.stderr if _announce is True else _announce
+    try:
+        print(
+            f"{Path(path).name}: using {value:g} µm/px stated earlier ({registry_path()}); "
+            "pass --slide-mpp to change",
+            file=stream,
+        )
+    except (OSError, ValueError):  # a closed or broken stream: a notice never stops opening
+        pass
 
 
 def _remember(path, mpp: float) -> None:

@@ -161,5 +161,5 @@ def main(argv: list[str] | None = None) -> int:
     configure(parser)
     from napari_mrplip.io.stated_mpp import announce_to
 
-    announce_to(sys.stderr)  # as ``mrplip``: one line when a µm/px stated earlier is used
+    announce_to(True)  # as ``mrplip``: one line when a µm/px stated earlier is used
     return run(parser.parse_args(argv))
