@@ -140,11 +140,27 @@ def test_stated_once_in_one_panel_used_by_every_panel_and_command(viewer_no_mpp,
         assert np.all(np.abs(box - slide_box) <= 64 + 1e-6), (box, slide_box)
         assert [str(u) for u in ly.units] == ["micrometer", "micrometer"]
 
+    # -- the compare panel scores at µm/px too, its difference map on the slide -------------
+    cmp_ = p["compare"]
+    cmp_.magnification.value = "5x (2 µm/px)"
+    _run(cmp_.run_view(), qtbot, cmp_)
+    diff = [ly for ly in viewer.layers if "mrplip_difference" in ly.metadata]
+    assert diff and all(np.all(_world_box(ly)[1] <= _world_box(slide_layer)[1] + 64) for ly in diff)
+
     # -- the pretrain panel passes it to its subprocess; fine-tuning too -------------------
     pre = p["pretrain"]
     args = pre.build_args()
     assert args[args.index("--slide-mpp") + 1] == "0.5"
     assert args[args.index("--slides") + 1] == str(path)
+    pre.out.value = Path(pre.out.value).with_name("pretrain-run")
+    proc = pre.start()  # the subprocess's own command line carries it
+    try:
+        assert proc is not None, pre.status.value
+        assert proc.argv[proc.argv.index("--slide-mpp") + 1] == "0.5"
+    finally:
+        if pre.process is not None and pre.process.running:
+            pre.process.kill()
+        qtbot.waitUntil(lambda: not pre._timer.isActive(), timeout=60_000)  # the panel saw it
     ft = p["finetune"]
     ft.source.value, ft.mode.value = "GeoJSON", "prompt"
     ft.geojson.value = GEOJSON
