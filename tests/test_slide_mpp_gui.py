@@ -27,7 +27,7 @@ from napari_mrplip.io import stated_mpp as sm
 
 pytestmark = pytest.mark.gui
 
-GEOJSON = Path(__file__).parent / "data" / "qupath_export.geojson"
+DATA = Path(__file__).parent / "data" / "qupath_export.geojson"
 
 
 def _engine_factory(spec, device, batch_size):
@@ -35,6 +35,12 @@ def _engine_factory(spec, device, batch_size):
     from napari_mrplip.heatmap.engine import HeatmapEngine
 
     return HeatmapEngine(TinyClipEncoder(input_size=32, seed=hash(spec) % 7), cache=EmbeddingCache())
+
+
+@pytest.fixture
+def geojson(tmp_path) -> Path:
+    """A copy: the review panel autosaves its sidecar beside the annotations."""
+    return Path(shutil.copy2(DATA, tmp_path / "annotations.geojson"))
 
 
 @pytest.fixture
@@ -79,7 +85,9 @@ def _world_box(layer) -> np.ndarray:
     return np.asarray(layer.extent.world)[:, -2:]
 
 
-def test_stated_once_in_one_panel_used_by_every_panel_and_command(viewer_no_mpp, qtbot):
+def test_stated_once_in_one_panel_used_by_every_panel_and_command(
+    viewer_no_mpp, qtbot, geojson
+):
     viewer, slide_layer, path = viewer_no_mpp
     slide = slide_layer.metadata["slide"]
     assert slide.mpp is None and [str(u) for u in slide_layer.units] == ["pixel", "pixel"]
@@ -92,7 +100,7 @@ def test_stated_once_in_one_panel_used_by_every_panel_and_command(viewer_no_mpp,
     assert heat.run_whole_slide() is None
     assert "records no µm/px: state it in the 'slide µm/px' row" in heat.status.value
     review = p["review"]
-    assert review.load_geojson(GEOJSON), review.status.value
+    assert review.load_geojson(geojson), review.status.value
     assert review.score() is None and "state it in the 'slide µm/px' row" in review.status.value
     shapes = review.layer
     shapes_before = _world_box(shapes) / _world_box(slide_layer)[1]  # as a slide fraction
@@ -163,7 +171,7 @@ def test_stated_once_in_one_panel_used_by_every_panel_and_command(viewer_no_mpp,
         qtbot.waitUntil(lambda: not pre._timer.isActive(), timeout=60_000)  # the panel saw it
     ft = p["finetune"]
     ft.source.value, ft.mode.value = "GeoJSON", "prompt"
-    ft.geojson.value = GEOJSON
+    ft.geojson.value = geojson
     ft_args = ft._cli_args(Path(pre.out.value).with_name("ft"))
     assert ft_args[ft_args.index("--slide-mpp") + 1] == "0.5"
 
@@ -184,12 +192,12 @@ def test_a_heatmap_drawn_in_pixels_follows_when_the_mpp_is_stated(viewer_no_mpp,
     np.testing.assert_allclose(_world_box(layer) / _world_box(slide_layer)[1], before, rtol=1e-6)
 
 
-def test_the_layer_scale_set_by_hand_is_adopted(viewer_no_mpp):
+def test_the_layer_scale_set_by_hand_is_adopted(viewer_no_mpp, geojson):
     viewer, slide_layer, path = viewer_no_mpp
     from napari_mrplip._napari.review_widget import ReviewWidget
 
     review = ReviewWidget(viewer)
-    assert review.load_geojson(GEOJSON), review.status.value
+    assert review.load_geojson(geojson), review.status.value
     before = _world_box(review.layer) / _world_box(slide_layer)[1]
     slide_layer.scale = (0.25, 0.25)  # as from the console; units stay pixels
     np.testing.assert_allclose(  # the review shapes follow at once
