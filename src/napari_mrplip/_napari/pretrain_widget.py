@@ -131,7 +131,7 @@ class PretrainWidget(Container):
     def _make_timer(self):
         from qtpy.QtCore import QTimer
 
-        timer = QTimer()
+        timer = QTimer(self.native)  # a child: closing the panel stops the polling with it
         timer.setInterval(500)
         timer.timeout.connect(self.poll)
         return timer
