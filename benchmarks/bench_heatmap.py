@@ -120,26 +120,32 @@ def bench_plain(encoder, batch_size: int | None, threads=(1, 2), repeats: int = 
     """Ours vs the plain batched loop, every tile of the CMU SVS at 0.5 µm/px, interleaved.
 
     Plain: OpenSlide ``read_region`` of each tile in the calling thread, PIL resize when
-    needed, the model called on batches of the engine's batch size; no loader workers. Ours:
-    a fresh ``HeatmapEngine`` per round (default decode threads: the cores torch leaves free).
-    Arms alternate within each round; medians over ``repeats`` rounds per torch thread count.
+    needed, the model called on batches of the engine's batch size, no loader workers; then,
+    to give the same map, the prompts embedded (a fresh ``PromptEmbedder``, as the engine's)
+    and scored (``heatmap.scoring.prompt_scores``). Ours: a fresh ``HeatmapEngine`` per round
+    (default decode threads: the cores torch leaves free). Arms alternate within each round;
+    medians over ``repeats`` rounds per torch thread count. ``max_score_diff`` is the largest
+    difference between the two maps (the same pixels give the same map).
     """
     import openslide
     import torch
 
     from napari_mrplip.heatmap.engine import HeatmapEngine
     from napari_mrplip.heatmap.result import HeatmapRequest
+    from napari_mrplip.heatmap.scoring import prompt_scores
     from napari_mrplip.io import open_slide
+    from napari_mrplip.models.prompts import PromptEmbedder
 
     slide = open_slide(CMU)
     req = HeatmapRequest(("tumour", "stroma"), ("background",), target_mpp=0.5,
                          tissue_only=False, fusion=(0.0, 1.0, 0.0))  # fmt: skip
+    entries = [*req.prompts, *req.background]
     size = encoder.input_size
     encoder.encode_tiles(np.zeros((2, size, size, 3), np.uint8))
     out = {}
     for n in threads:
         torch.set_num_threads(n)
-        ours, plain, workers = [], [], None
+        ours, plain, workers, diff = [], [], None, 0.0
         for _ in range(repeats):
             engine = HeatmapEngine(encoder, batch_size=batch_size)
             workers = engine.embedder.workers
@@ -151,21 +157,28 @@ def bench_plain(encoder, batch_size: int | None, threads=(1, 2), repeats: int = 
             boxes = grid.read_boxes(rr.ravel(), cc.ravel())
             osr, bs = openslide.OpenSlide(str(CMU)), engine.batch_size
             t = time.perf_counter()
+            emb = []
             for s in range(0, len(boxes), bs):
                 tiles = []
                 for x0, y0, x1, _ in boxes[s : s + bs].tolist():
                     side = int(round(x1 - x0))
                     img = osr.read_region((int(x0), int(y0)), 0, (side, side)).convert("RGB")
                     tiles.append(np.asarray(img if side == size else img.resize((size, size))))
-                encoder.encode_tiles(np.stack(tiles))
+                emb.append(encoder.encode_tiles(np.stack(tiles)))
+            text = PromptEmbedder(encoder).embed(entries)
+            scores = prompt_scores(np.concatenate(emb), text, len(req.prompts), req.mode,
+                                   float(encoder.logit_scale))  # fmt: skip
             plain.append(len(boxes) / (time.perf_counter() - t))
             osr.close()
+            mine = res.scores[:, rr.ravel(), cc.ravel()].T
+            diff = max(diff, float(np.nanmax(np.abs(mine - scores))))
         out[f"{n}_threads"] = {
             "ours_tiles_s": round(statistics.median(ours), 1),
             "plain_batched_tiles_s": round(statistics.median(plain), 1),
             "ours_over_plain": round(statistics.median(ours) / statistics.median(plain), 3),
             "decode_workers": workers,
             "rounds": repeats,
+            "max_score_diff": diff,
         }
     return out
 

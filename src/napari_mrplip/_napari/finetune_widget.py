@@ -239,7 +239,7 @@ class FinetuneWidget(Container):
 
         self._tail = JsonlTail(out / "progress.jsonl")
         if self._timer is None:
-            self._timer = QTimer()
+            self._timer = QTimer(self.native)  # a child: closing the panel stops the polling
             self._timer.setInterval(200)
             self._timer.timeout.connect(self._poll)
         self._timer.start()
