@@ -187,9 +187,20 @@ def test_a_heatmap_drawn_in_pixels_follows_when_the_mpp_is_stated(viewer_no_mpp,
     _run(heat.run_whole_slide(), qtbot, heat)
     [layer] = [ly for ly in viewer.layers if "mrplip_heatmap" in ly.metadata][:1]
     before = _world_box(layer) / _world_box(slide_layer)[1]
+    viewer.camera.center, viewer.camera.zoom = (0.0, 700.0, 300.0), 0.8
+    seen = _on_screen(viewer, slide_layer)
     heat.slide_mpp.apply(0.25)
     assert tuple(slide_layer.scale[-2:]) == (0.25, 0.25)
     np.testing.assert_allclose(_world_box(layer) / _world_box(slide_layer)[1], before, rtol=1e-6)
+    # the camera follows: the same slide pixel at the centre, at the same screen size
+    np.testing.assert_allclose(_on_screen(viewer, slide_layer), seen, rtol=1e-6)
+
+
+def _on_screen(viewer, slide_layer) -> np.ndarray:
+    """(slide pixel y, x under the camera centre, screen px per slide px)."""
+    c = np.asarray(viewer.camera.center[-2:])
+    s, t = np.asarray(slide_layer.scale[-2:]), np.asarray(slide_layer.translate[-2:])
+    return np.array([*((c - t) / s), viewer.camera.zoom * s[0]])
 
 
 def test_the_layer_scale_set_by_hand_is_adopted(viewer_no_mpp, geojson):

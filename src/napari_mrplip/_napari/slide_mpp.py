@@ -92,8 +92,25 @@ def state_on_layer(layer, mpp: float, viewer=None):
         raise NoSlideError("open a slide first (File > Open, or the sample slide)")
     watch(layer, viewer)
     sm.adopt(slide, mpp)
+    before = _yx(layer.scale), _yx(layer.translate)
     _place(layer, slide.mpp)
+    _keep_view(layer, *before, viewer)
     return slide
+
+
+def _keep_view(layer, old_scale, old_translate, viewer=None) -> None:
+    """Keep the same part of the slide on screen after its scale changed (camera follows)."""
+    (osy, _), (oty, otx) = old_scale, old_translate
+    (nsy, _), (nty, ntx) = _yx(layer.scale), _yx(layer.translate)
+    k = nsy / osy
+    if k == 1.0:
+        return
+    for v in _viewers_of(layer, viewer):
+        cy, cx = _yx(v.camera.center)
+        center = list(v.camera.center)
+        center[-2:] = [nty + (cy - oty) * k, ntx + (cx - otx) * k]
+        v.camera.center = tuple(center)
+        v.camera.zoom = v.camera.zoom / k
 
 
 def _place(layer, mpp: float) -> None:
@@ -148,12 +165,17 @@ def _follow(slide_layer, state: dict, viewer=None) -> None:
         layer.scale, layer.translate = scale, translate
 
 
-def _viewer_layers(slide_layer, viewer=None) -> list:
-    """The layers of the viewer(s) holding ``slide_layer`` (napari keeps no back-reference)."""
+def _viewers_of(slide_layer, viewer=None) -> list:
+    """The viewer(s) holding ``slide_layer`` (napari keeps no back-reference)."""
     from napari.viewer import Viewer
 
     viewers = [viewer] if viewer is not None else list(getattr(Viewer, "_instances", ()))
-    return [ly for v in viewers if v is not None and slide_layer in v.layers for ly in v.layers]
+    return [v for v in viewers if v is not None and slide_layer in v.layers]
+
+
+def _viewer_layers(slide_layer, viewer=None) -> list:
+    """The layers of the viewer(s) holding ``slide_layer``."""
+    return [ly for v in _viewers_of(slide_layer, viewer) for ly in v.layers]
 
 
 class SlideMppRow(Container):
