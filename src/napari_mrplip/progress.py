@@ -48,7 +48,8 @@ class ProgressLog:
 
 
 def read_events(path: str | Path) -> list[dict]:
-    """All complete events in a progress file (a partially written last line is skipped)."""
+    """All complete JSON lines of a file (a line torn by a killed writer is skipped); empty
+    when the file does not exist. Progress logs and the manifest's partial logs use it."""
     events = []
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -38,17 +38,14 @@ def slide_lock(path: str | Path):
 def read_partial(path: str | Path) -> dict[int, dict]:
     """``{bag_index: record}`` of the complete lines of a partial log (a torn last line is
     dropped); empty when the file does not exist."""
+    from napari_mrplip.progress import read_events  # the one JSON-lines reader
+
     done: dict[int, dict] = {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return done
-    for line in text.splitlines():
+    for item in read_events(path):
         try:
-            item = json.loads(line)
             done[int(item["bag_index"])] = item["record"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue  # a line torn by a killed writer
+        except (KeyError, TypeError, ValueError):
+            continue  # not a bag record
     return done
 
 
