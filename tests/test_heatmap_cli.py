@@ -148,3 +148,29 @@ def test_embed_then_heatmap_reencodes_nothing(cmu_svs, tmp_path):
         job([cmu_svs], tmp_path / "h.ome.tif", cache_dir=str(tmp_path)), loader=tiny_loader
     )
     assert summary["encoded"] == 0 and enc.image_encode_calls == calls
+
+
+def test_cli_slide_without_mpp(no_mpp_slide, tmp_path, capsys):
+    """An explicit --mpp on a slide with no µm/px fails that slide (never a map at another
+    scale); without --mpp it is scored at level 0 with one warning line, not a source listing."""
+    from napari_mrplip.cli import main
+
+    base = ["heatmap", str(no_mpp_slide), "--prompt", "dense nuclei", "--background",
+            "background", "--model", "mrplip-demo", "--device", "cpu"]  # fmt: skip
+    out = tmp_path / "a.ome.tif"
+    assert main([*base, "--mpp", "1.0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "states no µm/px" in err and "--mpp 1" in err and "--slide-mpp" in err
+    assert not out.exists()
+    assert main([*base, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "mrplip heatmap: warning:" in err and "pyramid level 0" in err
+    assert "UserWarning" not in err and out.exists()
+    # stated once, the same command scores at the asked µm/px
+    assert main(["info", str(no_mpp_slide), "--slide-mpp", "0.5"]) == 0
+    assert main([*base, "--mpp", "1.0", "--out", str(tmp_path / "b.ome.tif")]) == 0
+    err = capsys.readouterr().err
+    assert "stated earlier" in err and "warning" not in err
+    with tifffile.TiffFile(tmp_path / "b.ome.tif") as tf:
+        phys = float(tf.ome_metadata.split('PhysicalSizeX="')[1].split('"')[0])
+    assert phys > 0.5  # physical size recorded: scored at a magnification

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from napari_mrplip import cli_types as ct
 from napari_mrplip.tiling.grid import MAX_OVERLAP
@@ -160,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     except (PromptError, ModelUnavailableError, DeviceUnavailableError, ValueError) as e:
         print(f"mrplip heatmap: {e}", file=sys.stderr)
         return 2
-    summaries = run_job(job, scheduler=args.scheduler)
+    with warnings.catch_warnings():  # one line per warning, not a source listing
+        warnings.showwarning = _show_warning
+        summaries = run_job(job, scheduler=args.scheduler)
     failed = [s for s in summaries if "error" in s]
     for s in summaries:
         if "error" in s:
@@ -174,3 +177,7 @@ def run(args: argparse.Namespace) -> int:
           + (f"; failed: {', '.join(s['slide'] for s in failed)}" if failed else ""),
           file=sys.stderr)  # fmt: skip
     return (2 if len(failed) == len(summaries) else 1) if failed else 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"mrplip heatmap: warning: {message}", file=sys.stderr)

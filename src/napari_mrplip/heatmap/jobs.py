@@ -148,12 +148,28 @@ def check_outputs(job: HeatmapJob) -> list[Path]:
 
 
 def _request(job: HeatmapJob, slide) -> HeatmapRequest:
+    """The engine request for one slide; a slide without µm/px is scored at level 0.
+
+    Raises
+    ------
+    MissingMppError
+        ``--mpp`` was given but the slide has no µm/px: the map could not be at that scale.
+    """
+    from napari_mrplip.io.errors import MissingMppError
+    from napari_mrplip.io.stated_mpp import HOW_TO_STATE
+
     mpp, level = job.mpp, None
+    if slide.mpp is None and job.mpp is not None:
+        raise MissingMppError(
+            f"{slide.path}: the file states no µm/px, so it cannot be scored at --mpp "
+            f"{job.mpp:g}; {HOW_TO_STATE}, pass --slide-mpp, or leave out --mpp to score at "
+            "pyramid level 0"
+        )
     if slide.mpp is None:
         warnings.warn(
             f"{slide.path}: the file states no µm/px, so tiles are scored at pyramid level 0 "
-            "(model input size in level-0 px) and the heatmap has no physical size. Pass "
-            "--slide-mpp with the scanner's µm/px to score at a magnification.",
+            "(model input size in level-0 px) and the heatmap has no physical size; "
+            f"{HOW_TO_STATE}, or pass --slide-mpp.",
             UserWarning,
             stacklevel=2,
         )
