@@ -17,10 +17,10 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, TextEdit
 from napari_mrplip.heatmap.result import HeatmapRequest
 
 from .compare import difference
-from .heatmap_widget import MAGNIFICATIONS, HeatmapWidget, PanelInputError, _lines
+from .heatmap_widget import MAGNIFICATIONS, HeatmapWidget, PanelInputError, form_request
 from .layers import HEATMAP_KEY, HeatmapCanvas, placement_on, show_per_prompt
 from .model_picker import ModelPicker
-from .slide_mpp import NEEDS_MPP, NoSlideError, SlideMppRow, over, slide_of
+from .slide_mpp import NoSlideError, SlideMppRow, over, slide_of
 from .view import view_state
 from .workers import HeatmapJob, import_torch_safely
 
@@ -69,15 +69,9 @@ class CompareWidget(Container):
             return self._engines[spec]
 
     def _request(self, slide, state) -> HeatmapRequest:
-        prompts = _lines(self.prompts.value)
-        if not prompts:
-            raise PanelInputError("type at least one prompt (one per line)")
-        mpp = MAGNIFICATIONS[self.magnification.value]
-        if mpp is not None and slide.mpp is None:
-            raise PanelInputError(NEEDS_MPP.format(name=slide.name) + ", or choose 'visible level'")
-        return HeatmapRequest(
-            prompts=prompts, background=_lines(self.background.value), target_mpp=mpp,
-            level=state.level if mpp is None else None, region_level0=state.region_level0,
+        return form_request(
+            self.prompts.value, self.background.value, self.magnification.value, slide,
+            state.level, region_level0=state.region_level0,
         )  # fmt: skip
 
     def run_view(self, value=None) -> HeatmapJob | None:

@@ -60,6 +60,27 @@ def _lines(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
+def form_request(
+    prompts: str, background: str, magnification: str, slide, level=None, **fields
+) -> HeatmapRequest:
+    """The :class:`HeatmapRequest` a panel's form describes (prompts and background one per
+    line, a ``MAGNIFICATIONS`` label); ``level`` applies to 'visible level' only. Raises
+    ``PanelInputError`` for no prompt, or a magnification on a slide without µm/px."""
+    lines = _lines(prompts)
+    if not lines:
+        raise PanelInputError("type at least one prompt (one per line)")
+    target_mpp = MAGNIFICATIONS[magnification]
+    if target_mpp is not None and slide.mpp is None:
+        raise PanelInputError(NEEDS_MPP.format(name=slide.name) + ", or choose 'visible level'")
+    return HeatmapRequest(
+        prompts=lines,
+        background=_lines(background),
+        target_mpp=target_mpp,
+        level=level if target_mpp is None else None,
+        **fields,
+    )
+
+
 class HeatmapWidget(Container):
     """Prompt heatmap panel. ``viewer`` is injected by napari (npe2).
 
@@ -166,20 +187,10 @@ class HeatmapWidget(Container):
     # -- requests -----------------------------------------------------------------------
     def build_request(self, slide, region_level0=None, level=None) -> HeatmapRequest:
         """The :class:`HeatmapRequest` the form describes; raises ``PanelInputError``."""
-        prompts = _lines(self.prompts.value)
-        if not prompts:
-            raise PanelInputError("type at least one prompt (one per line)")
-        target_mpp = MAGNIFICATIONS[self.magnification.value]
-        if target_mpp is not None and slide.mpp is None:
-            raise PanelInputError(NEEDS_MPP.format(name=slide.name) + ", or choose 'visible level'")
-        return HeatmapRequest(
-            prompts=prompts,
-            background=_lines(self.background.value),
-            target_mpp=target_mpp,
-            level=level if target_mpp is None else None,
-            region_level0=region_level0,
-            tissue_only=bool(self.tissue_only.value),
-        )
+        return form_request(
+            self.prompts.value, self.background.value, self.magnification.value, slide, level,
+            region_level0=region_level0, tissue_only=bool(self.tissue_only.value),
+        )  # fmt: skip
 
     def run_view(self, value=None) -> HeatmapJob | None:
         """Score the visible region at the chosen magnification."""
