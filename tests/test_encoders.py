@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from napari_mrplip.models.encoders import get_encoder
 from napari_mrplip.models.errors import ModelLoadError
 from napari_mrplip.models.protocol import EncoderBackend
+from open_clip_tiny import tiny_clip, tiny_clip_cfg, write_open_clip_dir
 
 TEXTS = ["dense nuclei", "pink stroma with fibroblasts", "background"]
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)  # deliberately not CLIP's: must be honoured
@@ -54,39 +55,13 @@ def _mrplip_dir(root: Path):
 
 
 def _open_clip_model():
-    from open_clip.model import CLIP
-
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "patch_size": 8,
-            "width": 32,
-            "layers": 2,
-            "head_width": 16,
-        },
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 2,
-        },
-    }
-    torch.manual_seed(1)
-    return CLIP(**cfg).eval(), cfg
+    cfg = tiny_clip_cfg(layers=2, context_length=16)
+    return tiny_clip(cfg, seed=1), cfg
 
 
 def _write_open_clip(out: Path, model, cfg, weights: str):
-    out.mkdir(parents=True)
-    config = {"model_cfg": cfg, "preprocess_cfg": {"mean": list(MEAN), "std": list(STD)}}
-    (out / "open_clip_config.json").write_text(json.dumps(config))
-    if weights.endswith(".safetensors"):
-        from safetensors.torch import save_file
-
-        save_file(model.state_dict(), str(out / weights))
-    else:
-        torch.save(model.state_dict(), out / weights)
+    preprocess = {"mean": list(MEAN), "std": list(STD)}
+    write_open_clip_dir(out, model, cfg, weights, preprocess)
 
 
 def _open_clip_reference(model):

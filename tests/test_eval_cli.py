@@ -11,6 +11,7 @@ from PIL import Image
 
 from napari_mrplip.cli import main
 from napari_mrplip.models import zeroshot as zs
+from open_clip_tiny import tiny_clip, tiny_clip_cfg, write_open_clip_dir
 
 COLOURS = {  # H&E-like colours per class
     "background": (245, 245, 245),
@@ -31,32 +32,8 @@ def _tile_folder(root: Path, n=4, px=64) -> Path:
 
 
 def _open_clip_dir(root: Path) -> Path:
-    import torch
-    from open_clip.model import CLIP
-
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 32,
-            "patch_size": 8,
-            "width": 32,
-            "layers": 1,
-            "head_width": 16,
-        },
-        "text_cfg": {
-            "context_length": 32,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-    torch.manual_seed(0)
-    model = CLIP(**cfg)
-    root.mkdir()
-    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    torch.save(model.state_dict(), root / "open_clip_pytorch_model.bin")
-    return root
+    cfg = tiny_clip_cfg()
+    return write_open_clip_dir(root, tiny_clip(cfg), cfg)
 
 
 def test_zeroshot_two_models_side_by_side(tmp_path):

@@ -5,13 +5,11 @@ Run under Xvfb: ``QT_API=pyqt6 xvfb-run -a .venv/bin/python -m pytest tests/test
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-import torch
 
 from napari_mrplip._napari.layers import HeatmapCanvas
+from open_clip_tiny import tiny_clip, tiny_clip_cfg, write_open_clip_dir
 
 
 def _canvas(scores, origin, step):
@@ -37,34 +35,12 @@ def test_difference_on_a_shared_grid():
 def test_compare_panel_draws_a_b_and_difference(
     make_napari_viewer, qtbot, cmu_svs, tmp_path, monkeypatch
 ):
-    from open_clip.model import CLIP
-
     from napari_mrplip._napari.compare import on_grid
     from napari_mrplip._napari.compare_widget import DIFF_KEY, CompareWidget
 
     monkeypatch.setenv("MRPLIP_HOME", str(tmp_path / "home"))
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {
-            "image_size": 64,
-            "patch_size": 16,
-            "width": 32,
-            "layers": 1,
-            "head_width": 16,
-        },
-        "text_cfg": {
-            "context_length": 32,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
-    }
-    torch.manual_seed(0)
-    other = tmp_path / "random-clip"
-    other.mkdir()
-    (other / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
-    torch.save(CLIP(**cfg).state_dict(), other / "open_clip_pytorch_model.bin")
+    cfg = tiny_clip_cfg(image_size=64, patch_size=16)
+    other = write_open_clip_dir(tmp_path / "random-clip", tiny_clip(cfg), cfg)
 
     viewer = make_napari_viewer()
     [slide_layer] = viewer.open(str(cmu_svs), plugin="napari-mrplip")
