@@ -81,13 +81,10 @@ def load_encoder(spec: str, device: str):
     ModelUnavailableError
         The model loaders are not installed, or ``spec`` cannot be loaded; says which.
     """
-    from napari_mrplip.embed.batching import resolve_device
-
-    dev = resolve_device(device)
     try:
         from napari_mrplip.embed.pool import encoder_for
 
-        return encoder_for(spec, dev)
+        return encoder_for(spec, device)  # resolves the device (DeviceUnavailableError)
     except ImportError as e:
         raise ModelUnavailableError(
             f"cannot load model {spec!r}: the model loaders are not installed ({e})"
