@@ -12,10 +12,8 @@ import math
 import re
 
 # one --slide-mpp for every command; defined torch-free in io (``mrplip info`` uses it too)
-from napari_mrplip.io.stated_mpp import add_slide_mpp, parse_slide_mpp  # noqa: F401
+from napari_mrplip.io.stated_mpp import add_slide_mpp, check_mpp, parse_slide_mpp  # noqa: F401
 
-#: Largest µm/px accepted (a 224 px tile then spans 22 mm, wider than any slide).
-MAX_MPP = 100.0
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -30,13 +28,11 @@ def _number(text: str, kind=float):
 
 
 def mpp(text: str) -> float:
-    """µm/px: positive and at most :data:`MAX_MPP`."""
-    value = _number(text)
-    if not 0 < value <= MAX_MPP:
-        raise argparse.ArgumentTypeError(
-            f"µm/px must be > 0 and <= {MAX_MPP:g} (0.25 = 40x, 0.5 = 20x), got {text}"
-        )
-    return value
+    """µm/px in the one accepted range (``io.stated_mpp.check_mpp``: 0.01-100)."""
+    try:
+        return check_mpp(text, "µm/px")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def fraction(lo: float = 0.0, hi: float = 1.0, what: str = "a fraction"):

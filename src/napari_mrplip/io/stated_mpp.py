@@ -64,7 +64,9 @@ def check_mpp(value: object, what: str = "slide µm/px") -> float:
         mpp = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be a number, got {value!r}") from None
-    if not (math.isfinite(mpp) and MIN_MPP <= mpp <= MAX_MPP):
+    if not math.isfinite(mpp):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if not MIN_MPP <= mpp <= MAX_MPP:
         raise ValueError(
             f"{what} must be between {MIN_MPP:g} and {MAX_MPP:g} µm/px "
             f"(0.25 = 40x, 0.5 = 20x), got {value!r}"
