@@ -160,7 +160,7 @@ def test_cli_slide_without_mpp(no_mpp_slide, tmp_path, capsys):
     out = tmp_path / "a.ome.tif"
     assert main([*base, "--mpp", "1.0", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "states no µm/px" in err and "--mpp 1" in err and "--slide-mpp" in err
+    assert "no µm/px" in err and "1.0 µm/px" in err and "--slide-mpp" in err
     assert not out.exists()
     assert main([*base, "--out", str(out)]) == 0
     err = capsys.readouterr().err

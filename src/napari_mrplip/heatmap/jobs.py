@@ -145,24 +145,13 @@ def check_outputs(job: HeatmapJob) -> list[Path]:
 
 
 def _request(job: HeatmapJob, slide) -> HeatmapRequest:
-    """The engine request for one slide; a slide without µm/px is scored at level 0.
-
-    Raises
-    ------
-    MissingMppError
-        ``--mpp`` was given but the slide has no µm/px: the map could not be at that scale.
-    """
-    from napari_mrplip.io.errors import MissingMppError
+    """The engine request for one slide. Without ``--mpp``, a slide with no µm/px is scored
+    at level 0 (with a warning); with it, the grid refuses such a slide (``MissingMppError``
+    saying how to state its µm/px), never a map at another scale than asked."""
     from napari_mrplip.io.stated_mpp import HOW_TO_STATE
 
     mpp, level = job.mpp, None
-    if slide.mpp is None and job.mpp is not None:
-        raise MissingMppError(
-            f"{slide.path}: the file states no µm/px, so it cannot be scored at --mpp "
-            f"{job.mpp:g}; {HOW_TO_STATE}, pass --slide-mpp, or leave out --mpp to score at "
-            "pyramid level 0"
-        )
-    if slide.mpp is None:
+    if slide.mpp is None and job.mpp is None:
         warnings.warn(
             f"{slide.path}: the file states no µm/px, so tiles are scored at pyramid level 0 "
             "(model input size in level-0 px) and the heatmap has no physical size; "
@@ -170,7 +159,7 @@ def _request(job: HeatmapJob, slide) -> HeatmapRequest:
             UserWarning,
             stacklevel=2,
         )
-        mpp, level = None, 0
+        level = 0
     return HeatmapRequest(
         prompts=job.prompts, background=job.background, target_mpp=mpp, level=level,
         overlap=job.overlap, mode=job.mode, tissue_only=job.tissue_only,
